@@ -1,0 +1,1 @@
+"""Wires the crm service's domain, handlers, adapters and routes together."""

@@ -1,0 +1,1 @@
+"""Pure crm decisions: no I/O, no SQLAlchemy, no FastStream, no clock reads (time is passed in)."""

@@ -1,0 +1,1 @@
+"""Wires the feedback service's domain, handlers, adapters and routes together."""

@@ -1,0 +1,1 @@
+"""Wires the ingest service's domain, handlers, adapters and routes together."""

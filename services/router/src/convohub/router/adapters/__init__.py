@@ -1,0 +1,1 @@
+"""Adapters of the router service: repositories, broker and HTTP clients, provider formats."""

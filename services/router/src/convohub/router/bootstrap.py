@@ -1,0 +1,1 @@
+"""Wires the router service's domain, handlers, adapters and routes together."""

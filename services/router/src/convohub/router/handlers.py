@@ -1,0 +1,1 @@
+"""Event handlers of the router service: event in, domain call, unit of work."""

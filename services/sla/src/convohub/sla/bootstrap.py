@@ -1,0 +1,1 @@
+"""Wires the sla service's domain, handlers, adapters and routes together."""

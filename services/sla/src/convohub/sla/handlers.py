@@ -1,0 +1,1 @@
+"""Event handlers of the sla service: event in, domain call, unit of work."""

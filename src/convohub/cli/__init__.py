@@ -1,0 +1,1 @@
+"""The convohub command line."""
