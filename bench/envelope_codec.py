@@ -38,7 +38,9 @@ def main() -> None:
     events = [samples[i % len(samples)] for i in range(args.events)]
     documents = [encode_event(e) for e in events]
     parsed = [json.loads(d) for d in documents]
-    typed = [(envelope_class(payload_class(e.type)), d) for e, d in zip(events, documents)]
+    typed = [
+        (envelope_class(payload_class(e.type)), d) for e, d in zip(events, documents, strict=True)
+    ]
     size = sum(map(len, documents)) / len(documents)
     print(f"{args.events:,} envelopes of {len(samples)} types, {size:.0f} bytes on average")
 

@@ -40,7 +40,9 @@ def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     for root in SOURCE_ROOTS:
-        shutil.copytree(REPO_DIR / root, tmp_path / root, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            REPO_DIR / root, tmp_path / root, ignore=shutil.ignore_patterns("__pycache__")
+        )
     shutil.copy(REPO_DIR / ".importlinter", tmp_path / ".importlinter")
     return tmp_path
 

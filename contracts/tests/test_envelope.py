@@ -83,6 +83,7 @@ def test_new_event_takes_key_subject_and_schema_from_the_payload() -> None:
         {
             "conversation_id": "conv-1",
             "channel": "sms",
+            "channel_id": "sms-main",
             "customer": {"channel": "sms", "channel_id": "sms-main", "address": "+15550001111"},
             "started_at": "2026-11-23T09:00:00Z",
         }

@@ -49,10 +49,10 @@ def compare_catalogues(
 
 
 def breaking_changes(event_type: str, committed: Schema, current: Schema) -> list[BreakingChange]:
-    """Breaking changes between two schemas of one event type."""
+    """Breaking changes between two schemas of one event type, sorted by path."""
     comparison = _Comparison(event_type, committed, current)
     comparison.compare(committed, current, "")
-    return comparison.changes
+    return sorted(comparison.changes)
 
 
 class _Comparison:

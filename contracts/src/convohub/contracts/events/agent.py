@@ -70,8 +70,8 @@ class AgentCapacity(ValueObject):
     )
     total: int = Field(
         ge=1,
-        description="Most open conversations at once across all channels, whatever the "
-        "per-channel limits allow.",
+        description="Most open conversations at once across all channels, a cap on top of "
+        "the per-channel limits.",
         examples=[5],
     )
 

@@ -108,7 +108,7 @@ class RoutingCandidate(ValueObject):
         default=None,
         ge=1,
         le=5,
-        description="The agent's proficiency (1-5) in the skill group; empty if the agent lacks it.",
+        description="The agent's proficiency (1-5) in the skill group; empty if lacking it.",
     )
     idle_seconds: int = Field(
         ge=0, description="Seconds since the agent last finished or was offered a conversation."
@@ -165,7 +165,9 @@ class ConversationClassified(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
     skill_group: str = Field(description="Skill group (queue) chosen.", examples=["billing"])
     priority: Priority = Field(description="Priority given, P1 the most urgent.")
     matched_rule: ClassificationRuleMatch = Field(description="The rule that decided it.")
@@ -200,8 +202,12 @@ class ConversationQueued(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
-    skill_group: str = Field(description="Skill group whose queue it waits in.", examples=["billing"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
+    skill_group: str = Field(
+        description="Skill group whose queue it waits in.", examples=["billing"]
+    )
     position: int = Field(ge=1, description="Place in the queue, 1 being next.")
     estimated_wait_seconds: int | None = Field(
         default=None,
@@ -237,9 +243,13 @@ class ConversationOffered(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
     offer_id: str = Field(description="Id of this offer.", examples=["offer-91c2"])
-    agent_id: str = Field(description="Agent the conversation is offered to.", examples=["agent-42"])
+    agent_id: str = Field(
+        description="Agent the conversation is offered to.", examples=["agent-42"]
+    )
     offered_at: datetime = Field(description="When the offer was made.")
     expires_at: datetime = Field(description="When the offer lapses if not accepted.")
     attempt: int = Field(ge=1, description="Which offer this is for the conversation, 1 the first.")
@@ -266,7 +276,9 @@ class OfferAccepted(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
     offer_id: str = Field(description="The offer accepted.", examples=["offer-91c2"])
     agent_id: str = Field(description="Agent who accepted.", examples=["agent-42"])
     accepted_at: datetime = Field(description="When the agent accepted.")
@@ -290,7 +302,9 @@ class OfferDeclined(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
     offer_id: str = Field(description="The offer declined.", examples=["offer-88a0"])
     agent_id: str = Field(description="Agent who declined.", examples=["agent-17"])
     reason: OfferDeclineReason = Field(description="Reason code the agent picked.")
@@ -314,7 +328,9 @@ class OfferExpired(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
     offer_id: str = Field(description="The offer that lapsed.", examples=["offer-88a0"])
     agent_id: str = Field(description="Agent who did not answer.", examples=["agent-17"])
     expired_at: datetime = Field(description="When the offer lapsed.")
@@ -374,8 +390,12 @@ class ConversationAssigned(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
-    agent_id: str = Field(description="Agent the conversation is assigned to.", examples=["agent-42"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
+    agent_id: str = Field(
+        description="Agent the conversation is assigned to.", examples=["agent-42"]
+    )
     skill_group: str = Field(description="Skill group it was routed through.", examples=["billing"])
     strategy: AssignmentStrategy = Field(description="How the agent was chosen.")
     explanation: AssignmentExplanation = Field(description="Why this agent was chosen.")
@@ -412,8 +432,12 @@ class ConversationTransferred(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
-    from_agent_id: str = Field(description="Agent who owned the conversation.", examples=["agent-42"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
+    from_agent_id: str = Field(
+        description="Agent who owned the conversation.", examples=["agent-42"]
+    )
     to_agent_id: str | None = Field(
         default=None,
         description="Agent it was transferred to; empty when transferred to a queue.",
@@ -421,7 +445,7 @@ class ConversationTransferred(EventPayload):
     )
     to_skill_group: str | None = Field(
         default=None,
-        description="Skill group (queue) it was transferred to; empty when transferred to an agent.",
+        description="Skill group (queue) it was transferred to; empty when sent to an agent.",
         examples=["shipping"],
     )
     transferred_by: str = Field(
@@ -468,7 +492,9 @@ class ConversationEscalated(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
     target: ConversationEscalationTarget = Field(description="Where the conversation goes.")
     reason: ConversationEscalationReason = Field(description="Why it was escalated.")
     source_event_id: str | None = Field(

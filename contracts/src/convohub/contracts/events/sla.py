@@ -65,7 +65,9 @@ class SlaClockStarted(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
     policy_id: str = Field(description="SLA policy the clock follows.", examples=["vip-chat"])
     metric: SlaMetric = Field(description="What the clock measures.")
     target_seconds: int = Field(ge=1, description="Target in business seconds.", examples=[120])
@@ -97,7 +99,9 @@ class SlaClockPaused(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
     policy_id: str = Field(description="SLA policy the clock follows.", examples=["standard-email"])
     metric: SlaMetric = Field(description="What the clock measures.")
     target_seconds: int = Field(ge=1, description="Target in business seconds.", examples=[28800])
@@ -135,7 +139,9 @@ class SlaClockResumed(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
     policy_id: str = Field(description="SLA policy the clock follows.", examples=["standard-email"])
     metric: SlaMetric = Field(description="What the clock measures.")
     target_seconds: int = Field(ge=1, description="Target in business seconds.", examples=[28800])
@@ -168,7 +174,9 @@ class SlaWarning(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
     policy_id: str = Field(description="SLA policy the clock follows.", examples=["vip-chat"])
     metric: SlaMetric = Field(description="What the clock measures.")
     target_seconds: int = Field(ge=1, description="Target in business seconds.", examples=[120])
@@ -207,7 +215,9 @@ class SlaBreached(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
     policy_id: str = Field(description="SLA policy the clock follows.", examples=["vip-chat"])
     metric: SlaMetric = Field(description="What the clock measures.")
     target_seconds: int = Field(ge=1, description="Target in business seconds.", examples=[120])
@@ -244,7 +254,9 @@ class SlaMet(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
     policy_id: str = Field(description="SLA policy the clock follows.", examples=["vip-chat"])
     metric: SlaMetric = Field(description="What the clock measures.")
     target_seconds: int = Field(ge=1, description="Target in business seconds.", examples=[120])
@@ -281,7 +293,9 @@ class SlaEscalated(EventPayload):
         }
     )
 
-    conversation_id: str = Field(description="Conversation id, the partition key.", examples=["conv-7f3a"])
+    conversation_id: str = Field(
+        description="Conversation id, the partition key.", examples=["conv-7f3a"]
+    )
     policy_id: str = Field(description="SLA policy the clock follows.", examples=["vip-chat"])
     metric: SlaMetric = Field(description="What the clock measures.")
     target_seconds: int = Field(ge=1, description="Target in business seconds.", examples=[120])

@@ -1,1 +1,4 @@
-"""Pure crm decisions: no I/O, no SQLAlchemy, no FastStream, no clock reads (time is passed in)."""
+"""Pure crm decisions.
+
+No I/O, no SQLAlchemy, no FastStream, no clock reads: time is passed in.
+"""

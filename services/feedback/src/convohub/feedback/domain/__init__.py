@@ -1,1 +1,4 @@
-"""Pure feedback decisions: no I/O, no SQLAlchemy, no FastStream, no clock reads (time is passed in)."""
+"""Pure feedback decisions.
+
+No I/O, no SQLAlchemy, no FastStream, no clock reads: time is passed in.
+"""

@@ -1,1 +1,4 @@
-"""Pure ingest decisions: no I/O, no SQLAlchemy, no FastStream, no clock reads (time is passed in)."""
+"""Pure ingest decisions.
+
+No I/O, no SQLAlchemy, no FastStream, no clock reads: time is passed in.
+"""

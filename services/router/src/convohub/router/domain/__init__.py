@@ -1,1 +1,4 @@
-"""Pure router decisions: no I/O, no SQLAlchemy, no FastStream, no clock reads (time is passed in)."""
+"""Pure router decisions.
+
+No I/O, no SQLAlchemy, no FastStream, no clock reads: time is passed in.
+"""

@@ -1,1 +1,4 @@
-"""Pure sla decisions: no I/O, no SQLAlchemy, no FastStream, no clock reads (time is passed in)."""
+"""Pure sla decisions.
+
+No I/O, no SQLAlchemy, no FastStream, no clock reads: time is passed in.
+"""
