@@ -23,7 +23,8 @@ ASYNCAPI_FILE = "asyncapi.yaml"
 
 def asyncapi_file_text(document: dict[str, Any]) -> str:
     """The committed YAML form of the AsyncAPI document."""
-    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when the wheel has it
+    return yaml.dump(document, Dumper=dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 def read_committed_schemas(folder: Path) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,7 @@ into `components.schemas` so that references resolve inside one document.
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -74,7 +75,7 @@ def _message(event_type: str, schemas: dict[str, Any]) -> dict[str, Any]:
     schema.pop("$id", None)
     envelope_name = f"{cls.__name__}Event"
     _add_schema(schemas, envelope_name, _rehome_refs(schema))
-    doc = (cls.__doc__ or "").strip()
+    doc = inspect.cleandoc(cls.__doc__ or "")
     example = json.loads(example_event(event_type).model_dump_json())
     return {
         "name": event_type,

@@ -6,7 +6,9 @@ These are the documents committed under `contracts/schemas/`, one per event type
 
 from __future__ import annotations
 
+import copy
 import json
+from functools import cache
 from typing import Any
 
 from convohub.contracts.catalogue import envelope_class, event_types, payload_class
@@ -16,9 +18,13 @@ DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
 
 def event_schema(event_type: str) -> dict[str, Any]:
-    """The JSON Schema of one event type's envelope."""
-    cls = payload_class(event_type)
-    schema = envelope_class(cls).model_json_schema()
+    """The JSON Schema of one event type's envelope (a fresh copy the caller may change)."""
+    return copy.deepcopy(_event_schema(event_type))
+
+
+@cache
+def _event_schema(event_type: str) -> dict[str, Any]:
+    schema = envelope_class(payload_class(event_type)).model_json_schema()
     schema["title"] = event_type
     return {"$schema": DRAFT_2020_12, "$id": schema_uri(event_type), **schema}
 
