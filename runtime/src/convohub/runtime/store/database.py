@@ -1,0 +1,76 @@
+"""Async engines for the projection store: SQLite (embedded) or PostgreSQL (distributed).
+
+SQLite is tuned so that several writers in one or more processes serialise instead of
+failing: every transaction takes the write lock at `BEGIN IMMEDIATE` (the documented
+SQLAlchemy recipe for pysqlite/aiosqlite: the driver's own BEGIN is switched off and the
+engine's `begin` event emits ours), and a writer that finds the lock taken waits up to
+`SQLITE_BUSY_TIMEOUT_MS` instead of raising "database is locked".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite writer waits for the write lock before failing."""
+
+POSTGRES_POOL_SIZE = 5
+POSTGRES_MAX_OVERFLOW = 5
+
+_DEFAULT_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for `sqlite+aiosqlite:///path` or `postgresql+asyncpg://...`.
+
+    `sqlite:///` and `postgresql://` are accepted and get the async driver. For a SQLite
+    file the parent directory is created. Call at start-up; dispose of it at shutdown.
+    """
+    parsed = make_url(url)
+    parsed = parsed.set(drivername=_DEFAULT_DRIVERS.get(parsed.drivername, parsed.drivername))
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    if parsed.get_backend_name() == "postgresql":
+        return create_async_engine(
+            parsed,
+            pool_size=POSTGRES_POOL_SIZE,
+            max_overflow=POSTGRES_MAX_OVERFLOW,
+            pool_pre_ping=True,  # a restarted server must not fail the next batch
+        )
+    raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}")
+
+
+def _sqlite_engine(url: URL) -> AsyncEngine:
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url)
+    event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
+    event.listen(engine.sync_engine, "begin", _begin_immediate)
+    return engine
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _connection_record: Any) -> None:
+    # Stop the driver from emitting its own (deferred) BEGIN; `_begin_immediate` does it.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # FULL, not NORMAL: under WAL, NORMAL may lose the last commits on power loss, and
+        # an outbox row is a fact that exists nowhere else until published; batching
+        # amortises the one fsync per commit.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    # Take the write lock at BEGIN: a deferred transaction that reads and then writes can
+    # fail with SQLITE_BUSY at once when another writer got there first.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")

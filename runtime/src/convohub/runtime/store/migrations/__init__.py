@@ -1,0 +1,1 @@
+"""The runtime's Alembic history (positions and outbox); run it with `migrate_runtime`."""

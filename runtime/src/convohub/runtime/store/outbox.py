@@ -1,0 +1,174 @@
+"""The outbox relay: publishes committed outbox rows to the log, in `seq` order.
+
+Rows are read in `seq` order, published with one `bus.publish` call per batch (which
+returns after the log acknowledged), then marked published. Only one relay per database
+publishes at a time, so order holds across replicas: on PostgreSQL the publisher holds a
+session advisory lock (`pg_try_advisory_lock`; a relay that does not get it skips the
+round); on SQLite the relay's transaction holds the write lock from reading to marking.
+
+A crash between publish and marking publishes the same rows again, with the same event
+ids (downstream recognises them). A row whose transaction never committed is never seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from convohub.contracts import KafkaRecord
+from convohub.runtime.bus.port import EventBus
+from convohub.runtime.store.statements import OUTBOX_RELAY_LOCK, outbox_lock_key, record_of
+from convohub.runtime.store.tables import OUTBOX
+from convohub.runtime.store.unit_of_work import ProjectionStore
+
+log = structlog.get_logger(__name__)
+
+_MAX_BACKOFF_SECONDS = 5.0
+
+
+class OutboxRelay:
+    """Publishes a projection database's outbox to the event bus.
+
+    Given a `ProjectionStore`, the relay wakes up as soon as a unit of work commits;
+    given only an engine, it polls every `poll_interval` seconds (it polls in any case,
+    to see rows committed by other processes).
+    """
+
+    def __init__(
+        self,
+        store_or_engine: ProjectionStore | AsyncEngine,
+        bus: EventBus,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 0.05,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if isinstance(store_or_engine, ProjectionStore):
+            self.engine = store_or_engine.engine
+            store_or_engine.on_commit(self.wake)
+        else:
+            self.engine = store_or_engine
+        self.bus = bus
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        """Ask `run` to look for new rows now (call from the event loop's thread)."""
+        self._wakeup.set()
+
+    async def publish_pending(self) -> int:
+        """Publish every committed, unpublished row in `seq` order; returns how many.
+
+        Returns 0 at once on PostgreSQL when another relay is publishing. Raises when the
+        bus raised; the rows of the failed batch stay unpublished and go out next time.
+        """
+        total = 0
+        while True:
+            if self.engine.dialect.name == "postgresql":
+                published = await self._publish_batch_holding_advisory_lock()
+            else:
+                published = await self._publish_batch_holding_write_lock()
+            total += published
+            if published < self.batch_size:
+                return total
+
+    async def run(self) -> None:
+        """Publish until cancelled: after every commit (wake-up) or poll interval.
+
+        A failing round is logged and retried with capped exponential backoff.
+        """
+        failures = 0
+        while True:
+            self._wakeup.clear()
+            try:
+                await self.publish_pending()
+            except Exception:
+                failures += 1
+                delay = min(0.1 * 2 ** (failures - 1), _MAX_BACKOFF_SECONDS)
+                log.exception("outbox publish failed", attempt=failures, retry_in=delay)
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval)
+
+    async def pending_count(self) -> int:
+        """How many committed rows wait to be published (a queue-length metric)."""
+        query = select(func.count()).select_from(OUTBOX).where(OUTBOX.c.published_at.is_(None))
+        async with self.engine.connect() as connection:
+            return int(await connection.scalar(query) or 0)
+
+    async def purge_published(self, older_than: timedelta) -> int:
+        """Delete rows published more than `older_than` ago; returns how many."""
+        cutoff = datetime.now(UTC) - older_than
+        statement = delete(OUTBOX).where(
+            OUTBOX.c.published_at.is_not(None), OUTBOX.c.published_at <= cutoff
+        )
+        async with self.engine.begin() as connection:
+            result = await connection.execute(statement)
+            return result.rowcount
+
+    async def _publish_batch_holding_write_lock(self) -> int:
+        # SQLite: the transaction is BEGIN IMMEDIATE, so no other writer (relay or unit of
+        # work) runs between reading and marking; a failed publish rolls back the marks.
+        async with self.engine.begin() as connection:
+            seqs, records = await self._read_batch(connection)
+            if seqs:
+                await self.bus.publish(records)
+                await self._mark_published(connection, seqs)
+            return len(seqs)
+
+    async def _publish_batch_holding_advisory_lock(self) -> int:
+        lock_key = outbox_lock_key(OUTBOX_RELAY_LOCK)
+        async with self.engine.connect() as connection:
+            locked = await connection.scalar(text(f"SELECT pg_try_advisory_lock({lock_key})"))
+            await connection.commit()  # a session lock outlives the transaction
+            if not locked:
+                return 0
+            try:
+                seqs, records = await self._read_batch(connection)
+                await connection.commit()
+                if not seqs:
+                    return 0
+                await self.bus.publish(records)
+                await self._mark_published(connection, seqs)
+                await connection.commit()
+                return len(seqs)
+            finally:
+                await _release_advisory_lock(connection, lock_key)
+
+    async def _read_batch(self, connection: AsyncConnection) -> tuple[list[int], list[KafkaRecord]]:
+        query = (
+            select(OUTBOX.c.seq, OUTBOX.c.topic, OUTBOX.c.key, OUTBOX.c.value, OUTBOX.c.headers)
+            .where(OUTBOX.c.published_at.is_(None))
+            .order_by(OUTBOX.c.seq)
+            .limit(self.batch_size)
+        )
+        rows = (await connection.execute(query)).all()
+        return [row.seq for row in rows], [record_of(row) for row in rows]
+
+    @staticmethod
+    async def _mark_published(connection: AsyncConnection, seqs: Sequence[int]) -> None:
+        await connection.execute(
+            update(OUTBOX).where(OUTBOX.c.seq.in_(seqs)).values(published_at=datetime.now(UTC))
+        )
+
+
+async def _release_advisory_lock(connection: AsyncConnection, lock_key: str) -> None:
+    try:
+        await connection.rollback()  # a failed statement may have left the transaction aborted
+        await connection.execute(text(f"SELECT pg_advisory_unlock({lock_key})"))
+        await connection.commit()
+    except BaseException:
+        # Closing the session is the other way to release a session lock; never return
+        # a connection that still holds it to the pool.
+        await connection.invalidate()
+        raise
