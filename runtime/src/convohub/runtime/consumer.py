@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from opentelemetry.trace import Tracer
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from convohub.contracts import Envelope, InvalidEventError, derived_event_id, from_kafka_record
@@ -42,8 +43,10 @@ from convohub.contracts.events.deadletter import (
 )
 from convohub.contracts.kafka import ID_HEADER, TYPE_HEADER
 from convohub.runtime.bus.port import EventBus, LogRecord, Subscription, TopicPartition
+from convohub.runtime.metrics import RuntimeMetrics
 from convohub.runtime.projection import ConsumedEvent, Projection
 from convohub.runtime.store import ProjectionStore, UnitOfWork
+from convohub.runtime.telemetry import consume_span, inject_traceparent
 
 log = structlog.get_logger(__name__)
 
@@ -101,8 +104,8 @@ class ProjectionRunner:
         retry: RetryPolicy | None = None,
         max_batch: int = 500,
         replaying: bool = False,
-        on_batch: Callable[[Sequence[LogRecord], float], None] | None = None,
-        on_dead_letter: Callable[[LogRecord], None] | None = None,
+        metrics: RuntimeMetrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -110,8 +113,8 @@ class ProjectionRunner:
         self.retry = retry or RetryPolicy()
         self.max_batch = max_batch
         self.replaying = replaying
-        self._on_batch = on_batch
-        self._on_dead_letter = on_dead_letter
+        self.metrics = metrics
+        self.tracer = tracer
         self._subscription: Subscription | None = None
 
     @property
@@ -150,8 +153,8 @@ class ProjectionRunner:
                 log.warning("batch failed, isolating the poison", group=self.group, size=len(items))
                 for item in items:
                     await self._apply_alone(item)
-        if self._on_batch is not None:
-            self._on_batch(records, time.perf_counter() - started)
+        if self.metrics is not None:
+            self.metrics.record_batch(self.group, records, time.perf_counter() - started)
 
     async def _apply_alone(self, item: _Item) -> None:
         try:
@@ -186,13 +189,22 @@ class ProjectionRunner:
                 if item.error is not None:
                     self._emit_dead_letter(uow, item, item.error, attempts=1)
                 elif self._is_for_this_group(item.record):
-                    candidates.append(ConsumedEvent.of(item.event, item.record))
+                    candidates.append(self._traced(item.event, item.record))
             consumed = await self._not_yet_applied(uow, candidates)
             if consumed:
                 await self.projection.apply(consumed, uow)
                 uow.remember_processed(self.group, (c.event.id for c in consumed))
             self._advance(uow, items)
             await uow.commit()
+
+    def _traced(self, event: Envelope[Any], record: LogRecord) -> ConsumedEvent:
+        """The consumed event with a CONSUMER span recorded for it (a child of the
+        producer's span), whose context the events it causes will carry."""
+        if self.replaying:
+            return ConsumedEvent.of(event, record)
+        with consume_span(record, f"{self.group} process", tracer=self.tracer):
+            traceparent = inject_traceparent()
+        return ConsumedEvent(event, record, traceparent)
 
     async def _not_yet_applied(
         self, uow: UnitOfWork, candidates: list[ConsumedEvent]
@@ -243,8 +255,8 @@ class ProjectionRunner:
         self, uow: UnitOfWork, item: _Item, error: BaseException, attempts: int
     ) -> None:
         uow.emit(dead_letter_event(item.record, item.event, error, self.group, attempts))
-        if self._on_dead_letter is not None:
-            self._on_dead_letter(item.record)
+        if self.metrics is not None:
+            self.metrics.dead_letters_total.labels(group=self.group, topic=item.record.topic).inc()
 
 
 def dead_letter_event(
