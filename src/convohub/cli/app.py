@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from convohub.cli import contracts, up
+from convohub.cli import contracts, operations, up
 
 app = typer.Typer(
     name="convohub",
@@ -13,7 +13,10 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(contracts.app, name="contracts")
+app.add_typer(operations.topics_app, name="topics")
+app.add_typer(operations.dlq_app, name="dlq")
 app.command(name="up")(up.up)
+app.command(name="replay")(operations.replay)
 
 
 def main() -> None:
