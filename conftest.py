@@ -20,6 +20,7 @@ import re
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -130,9 +131,9 @@ def unique_name() -> Callable[..., str]:
     return make
 
 
-@pytest.fixture
-async def fresh_database_url(database_url: str) -> AsyncIterator[str]:
-    """A new, empty PostgreSQL database for one test (dropped afterwards); its URL."""
+@asynccontextmanager
+async def fresh_database(database_url: str) -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database on the server of `database_url` (dropped on exit)."""
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -150,3 +151,17 @@ async def fresh_database_url(database_url: str) -> AsyncIterator[str]:
                 await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         await admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def new_database(database_url: str) -> Callable[[], AbstractAsyncContextManager[str]]:
+    """`async with new_database() as url:` gives a fresh PostgreSQL database (for fixtures
+    that choose their backend at run time)."""
+    return functools.partial(fresh_database, database_url)
+
+
+@pytest.fixture
+async def fresh_database_url(database_url: str) -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database for one test (dropped afterwards); its URL."""
+    async with fresh_database(database_url) as url:
+        yield url

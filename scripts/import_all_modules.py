@@ -1,4 +1,8 @@
-"""Import a package and every module under it; exit 1 naming the first that fails."""
+"""Import a package and every module under it; exit 1 naming the first that fails.
+
+Alembic migration scripts (`*.migrations.*`) are skipped: Alembic loads them itself, inside
+a migration context, and they cannot be imported on their own.
+"""
 
 import importlib
 import pkgutil
@@ -8,7 +12,11 @@ import sys
 def main(package_name: str) -> int:
     package = importlib.import_module(package_name)
     names = [package_name]
-    names += [m.name for m in pkgutil.walk_packages(package.__path__, f"{package_name}.")]
+    names += [
+        m.name
+        for m in pkgutil.walk_packages(package.__path__, f"{package_name}.")
+        if ".migrations." not in f"{m.name}."
+    ]
     for name in names:
         try:
             importlib.import_module(name)

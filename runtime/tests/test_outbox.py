@@ -6,18 +6,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from convohub.contracts import Envelope, KafkaRecord, to_kafka_record
 from convohub.contracts.catalogue import example_event
@@ -105,31 +100,6 @@ class RecordingBus(EventBus):
         self, topic: str, partition: int, offset: int, max_records: int = 500
     ) -> list[LogRecord]:
         raise NotImplementedError
-
-
-# -- backends (to be replaced by the repo-root conftest's `fresh_database_url`) --------------
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, empty database: a SQLite file, or a PostgreSQL database of its own."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'projection.db'}"
-        return
-    server_url = os.environ.get("DATABASE_URL")
-    if not server_url:
-        pytest.skip('DATABASE_URL is not set: eval "$(scripts/infra/infra env)"')
-    base = make_url(server_url)
-    name = f"test_outbox_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield base.set(database=name).render_as_string(hide_password=False)
-        async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
 
 
 @pytest.fixture

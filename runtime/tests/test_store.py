@@ -7,8 +7,6 @@ Every scenario runs on SQLite (a file under tmp_path) and on the real PostgreSQL
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +15,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, inspect, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 import convohub.runtime.store.migrations
 from convohub.contracts import Envelope, KafkaRecord
@@ -55,31 +51,6 @@ def event_with_id(event_id: str) -> Envelope[Any]:
 
 class Boom(Exception):
     pass
-
-
-# -- backends (to be replaced by the repo-root conftest's `fresh_database_url`) --------------
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, empty database: a SQLite file, or a PostgreSQL database of its own."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'projection.db'}"
-        return
-    server_url = os.environ.get("DATABASE_URL")
-    if not server_url:
-        pytest.skip('DATABASE_URL is not set: eval "$(scripts/infra/infra env)"')
-    base = make_url(server_url)
-    name = f"test_store_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield base.set(database=name).render_as_string(hide_password=False)
-        async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
 
 
 @pytest.fixture
@@ -129,10 +100,11 @@ async def test_migrations_create_the_runtime_tables_from_nothing(engine: AsyncEn
 
     assert await table_names(engine) == {
         "convohub_positions",
+        "convohub_processed_events",
         "convohub_outbox",
         RUNTIME_VERSION_TABLE,
     }
-    assert await version_of(engine, RUNTIME_VERSION_TABLE) == ["0001"]
+    assert await version_of(engine, RUNTIME_VERSION_TABLE) == ["0002"]
 
 
 async def test_migrating_twice_is_a_no_op(engine: AsyncEngine) -> None:
@@ -144,7 +116,7 @@ async def test_migrating_twice_is_a_no_op(engine: AsyncEngine) -> None:
 
     await migrate_runtime(engine)
 
-    assert await version_of(engine, RUNTIME_VERSION_TABLE) == ["0001"]
+    assert await version_of(engine, RUNTIME_VERSION_TABLE) == ["0002"]
     assert await ProjectionStore(engine).positions(GROUP) == {(TOPIC, 0): 7}
 
 
@@ -202,7 +174,7 @@ async def test_a_service_history_keeps_its_own_version_table(
     assert {"demo_things", "demo_alembic_version", RUNTIME_VERSION_TABLE} <= await table_names(
         engine
     )
-    assert await version_of(engine, RUNTIME_VERSION_TABLE) == ["0001"]
+    assert await version_of(engine, RUNTIME_VERSION_TABLE) == ["0002"]
     assert await version_of(engine, "demo_alembic_version") == ["demo1"]
 
 
