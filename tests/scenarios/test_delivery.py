@@ -20,7 +20,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import select
@@ -30,6 +30,7 @@ from convohub.contracts.topics import CONVERSATION, ROUTING
 from convohub.runtime.bus.port import EventBus
 from convohub.runtime.consumer import ProjectionRunner, RetryPolicy
 from convohub.runtime.deadletters import list_dead_letters, redrive
+from convohub.runtime.projection import Projection
 from convohub.runtime.replay import replay
 from convohub.runtime.store import OUTBOX, OutboxRelay, ProjectionStore
 
@@ -60,6 +61,23 @@ async def applications(store: ProjectionStore, ledger: MessageLedger | Classifie
         return await ledger.applications(connection)
 
 
+P = TypeVar("P", bound=Projection)
+
+
+async def projection_setup(backend: Backend, projection: P, store_name: str) -> tuple[P, Any]:
+    """The projection and a migrated store holding its tables."""
+    store = await backend.store(store_name)
+    async with store.engine.begin() as connection:
+        await connection.run_sync(projection.metadata.create_all)
+    return projection, store
+
+
+async def ledger_setup(backend: Backend) -> tuple[EventBus, ProjectionStore, MessageLedger]:
+    """A bus on the test's topics and a `MessageLedger` with its store."""
+    ledger, store = await projection_setup(backend, MessageLedger(), "ledger")
+    return await backend.bus(), store, ledger
+
+
 class DeliveryScenarios:
     """Subclasses provide the `backend` fixture."""
 
@@ -83,11 +101,7 @@ class DeliveryScenarios:
     async def test_order_per_key_group_split_and_handover(
         self, backend: Backend, running: list
     ) -> None:
-        bus = await backend.bus()
-        store = await backend.store("ledger")
-        ledger = MessageLedger()
-        async with store.engine.begin() as connection:
-            await connection.run_sync(ledger.metadata.create_all)
+        bus, store, ledger = await ledger_setup(backend)
         first = messages(keys=30, per_key=20)
         await bus.publish_events(first)
 
@@ -124,12 +138,8 @@ class DeliveryScenarios:
     async def test_consumer_killed_with_sigkill_applies_every_event_exactly_once(
         self, backend: Backend, running: list
     ) -> None:
-        bus = await backend.bus()
-        store = await backend.store("ledger")
-        ledger = MessageLedger()
-        async with store.engine.begin() as connection:
-            await connection.run_sync(ledger.metadata.create_all)
-        published = messages(keys=40, per_key=50)
+        bus, store, ledger = await ledger_setup(backend)
+        published = messages(keys=40, per_key=100)
         await bus.publish_events(published)
         url = await backend.store_url("ledger")
         command = [
@@ -151,22 +161,24 @@ class DeliveryScenarios:
 
         chance = random.Random(7)
         kills = 0
-        for _ in range(10):
+        for round_number in range(10):
             before = len(await applications(store, ledger))
-            if before == len(published):
-                break
+            if before == len(published):  # all applied already: give the next child work
+                more = messages(keys=40, per_key=25, start=1000 * (round_number + 1))
+                await bus.publish_events(more)
+                published += more
             child = await spawn()
             try:
                 await eventually(
                     lambda before=before: _count_at_least(store, ledger, before + 1),
                     "the child to make progress",
                 )
-                await asyncio.sleep(chance.uniform(0.0, 0.3))
+                await asyncio.sleep(chance.uniform(0.0, 0.2))
             finally:
                 child.send_signal(signal.SIGKILL)
                 await child.wait()
                 kills += 1
-        assert kills >= 10 or len(await applications(store, ledger)) == len(published)
+        assert kills == 10
 
         last = await spawn()
         try:
@@ -179,10 +191,9 @@ class DeliveryScenarios:
             assert sorted(counts) == sorted(e.id for e in published)
             assert set(counts.values()) == {1}, "no event applied twice despite the kills"
 
-            downstream = ClassifiedLedger()
-            downstream_store = await backend.store("downstream")
-            async with downstream_store.engine.begin() as connection:
-                await connection.run_sync(downstream.metadata.create_all)
+            downstream, downstream_store = await projection_setup(
+                backend, ClassifiedLedger(), "downstream"
+            )
             consumer = ProjectionRunner(await backend.bus(), downstream_store, downstream)
             await consumer.start()
             running.append(consumer)
@@ -199,11 +210,7 @@ class DeliveryScenarios:
             await last.wait()
 
     async def test_crash_between_commit_and_publish(self, backend: Backend, running: list) -> None:
-        bus = await backend.bus()
-        store = await backend.store("ledger")
-        ledger = MessageLedger()
-        async with store.engine.begin() as connection:
-            await connection.run_sync(ledger.metadata.create_all)
+        bus, store, ledger = await ledger_setup(backend)
         good = messages(keys=10, per_key=10)
         poison = message("conv-3", 99, text=POISON)
         await bus.publish_events([*good, poison])
@@ -220,10 +227,9 @@ class DeliveryScenarios:
         while await OutboxRelay(store, bus).publish_pending():
             pass
 
-        downstream = ClassifiedLedger()
-        downstream_store = await backend.store("downstream")
-        async with downstream_store.engine.begin() as connection:
-            await connection.run_sync(downstream.metadata.create_all)
+        downstream, downstream_store = await projection_setup(
+            backend, ClassifiedLedger(), "downstream"
+        )
         consumer = ProjectionRunner(bus, downstream_store, downstream)
         await consumer.start()
         running.append(consumer)
@@ -242,11 +248,7 @@ class DeliveryScenarios:
     async def test_poison_goes_to_the_dlq_and_its_partition_keeps_flowing(
         self, backend: Backend, running: list
     ) -> None:
-        bus = await backend.bus()
-        store = await backend.store("ledger")
-        ledger = MessageLedger()
-        async with store.engine.begin() as connection:
-            await connection.run_sync(ledger.metadata.create_all)
+        bus, store, ledger = await ledger_setup(backend)
         key = "conv-poisoned"
         before = [message(key, 0), message(key, 1, text=POISON)]
         garbage = KafkaRecord(
@@ -290,11 +292,7 @@ class DeliveryScenarios:
     async def test_replayed_projection_equals_the_live_one(
         self, backend: Backend, running: list
     ) -> None:
-        bus = await backend.bus()
-        store = await backend.store("ledger")
-        ledger = MessageLedger()
-        async with store.engine.begin() as connection:
-            await connection.run_sync(ledger.metadata.create_all)
+        bus, store, ledger = await ledger_setup(backend)
         published = messages(keys=25, per_key=12)
         await bus.publish_events(published)
         runner = ProjectionRunner(bus, store, ledger)

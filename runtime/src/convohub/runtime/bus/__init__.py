@@ -8,4 +8,11 @@ from convohub.runtime.bus.port import (
     TopicPartition,
 )
 
-__all__ = ["BatchHandler", "EventBus", "LogRecord", "Subscription", "TopicPartition"]
+__all__ = [
+    "BatchHandler",
+    "EventBus",
+    "LogRecord",
+    "Subscription",
+    "TopicPartition",
+    "UnknownTopicError",
+]

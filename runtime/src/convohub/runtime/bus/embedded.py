@@ -49,11 +49,14 @@ import structlog
 from convohub.contracts import TOPICS, KafkaRecord, Topic
 from convohub.runtime.bus.partitioning import partition_for
 from convohub.runtime.bus.port import (
+    REDELIVERY_FIRST_BACKOFF,
+    REDELIVERY_MAX_BACKOFF,
     BatchHandler,
     EventBus,
     LogRecord,
     Subscription,
     TopicPartition,
+    UnknownTopicError,
 )
 
 log = structlog.get_logger(__name__)
@@ -61,15 +64,12 @@ log = structlog.get_logger(__name__)
 AUTO_CREATE_PARTITIONS = 3
 """Partitions of a topic that is first seen by `publish` (not in the registry)."""
 
-FIRST_BACKOFF = 0.1
-MAX_BACKOFF = 5.0
 BUSY_TIMEOUT_MS = 30_000
 SCHEMA_VERSION = 1
 
 _T = TypeVar("_T")
 
 # murmur2 is pure Python (tens of µs a key) and keys repeat (a conversation has many events).
-_cached_partition_for = functools.lru_cache(maxsize=65_536)(partition_for)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -101,10 +101,6 @@ CREATE TABLE IF NOT EXISTS group_members (
     PRIMARY KEY (group_id, member_id)
 ) WITHOUT ROWID;
 """
-
-
-class UnknownTopicError(LookupError):
-    """The topic (or partition) does not exist in the embedded log."""
 
 
 def assign_partitions(
@@ -268,7 +264,7 @@ class EmbeddedBus(EventBus):
 
     def _partition_of(self, topic: str, key: bytes | None, partitions: int) -> int:
         if key is not None:
-            return _cached_partition_for(key, partitions)
+            return partition_for(key, partitions)
         turn = self._round_robin.get(topic, 0)
         self._round_robin[topic] = turn + 1
         return turn % partitions
@@ -390,7 +386,7 @@ class _EmbeddedSubscription(Subscription):
                 log.warning("heartbeat failed", group=self.group, error=repr(error))
 
     async def _consume(self) -> None:
-        backoff = FIRST_BACKOFF
+        backoff = REDELIVERY_FIRST_BACKOFF
         while not self._stop_requested.is_set():
             self._wake.clear()
             try:
@@ -413,9 +409,9 @@ class _EmbeddedSubscription(Subscription):
                     error=repr(error),
                 )
                 await _wait(self._stop_requested, backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                backoff = min(backoff * 2, REDELIVERY_MAX_BACKOFF)
                 continue
-            backoff = FIRST_BACKOFF
+            backoff = REDELIVERY_FIRST_BACKOFF
             await self._commit(batch)
 
     async def _poll(self) -> list[LogRecord]:

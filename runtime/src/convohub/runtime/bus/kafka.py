@@ -46,21 +46,17 @@ from faststream.middlewares import AckPolicy
 from convohub.contracts import KafkaRecord
 from convohub.runtime.bus.partitioning import partition_for
 from convohub.runtime.bus.port import (
+    REDELIVERY_FIRST_BACKOFF,
+    REDELIVERY_MAX_BACKOFF,
     BatchHandler,
     EventBus,
     LogRecord,
     Subscription,
     TopicPartition,
+    UnknownTopicError,
 )
 
 log = structlog.get_logger(__name__)
-
-FIRST_BACKOFF = 0.1
-MAX_BACKOFF = 5.0
-
-
-class UnknownTopicError(LookupError):
-    """The topic (or partition) does not exist on the cluster."""
 
 
 class KafkaBus(EventBus):
@@ -428,7 +424,9 @@ class _KafkaSubscription(Subscription, ConsumerRebalanceListener):
             finally:
                 self._batch_task = None
         if failed_with is not None:
-            backoff = min(FIRST_BACKOFF * 2 ** (self._failures - 1), MAX_BACKOFF)
+            backoff = min(
+                REDELIVERY_FIRST_BACKOFF * 2 ** (self._failures - 1), REDELIVERY_MAX_BACKOFF
+            )
             log.warning(
                 "handler failed, redelivering",
                 group=self.group,

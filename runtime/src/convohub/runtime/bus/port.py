@@ -34,6 +34,15 @@ from convohub.contracts import Envelope, KafkaRecord, to_kafka_record
 
 TopicPartition = tuple[str, int]
 
+REDELIVERY_FIRST_BACKOFF = 0.1
+REDELIVERY_MAX_BACKOFF = 5.0
+"""Seconds a bus waits before redelivering a batch whose handler raised: doubling from
+the first to the max, and back to the first after a success."""
+
+
+class UnknownTopicError(LookupError):
+    """The topic (or partition) does not exist on the log."""
+
 
 @dataclass(frozen=True, slots=True)
 class LogRecord:
