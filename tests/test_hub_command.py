@@ -55,6 +55,29 @@ def test_hub_serves_health_and_the_event_catalogue(hub: tuple[str, subprocess.Po
     assert "ConvoHub" in httpx.get(base).text
 
 
+def test_hub_serves_readiness_and_prometheus_metrics(hub: tuple[str, subprocess.Popen]) -> None:
+    base, _ = hub
+    assert httpx.get(f"{base}/readyz").status_code == 200
+    metrics = httpx.get(f"{base}/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert "convohub_events_published_total" in metrics.text
+
+
+def test_a_wrong_config_stops_the_hub_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "convohub.yaml"
+    config.write_text(
+        "tenants:\n  - id: acme\n    name: Acme\n    channels:\n      - id: c1\n        type: fax\n"
+    )
+    result = subprocess.run(
+        [str(REPO_DIR / "convohub"), "up", "--config", str(config), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "tenants[0].channels[0].type" in result.stderr
+
+
 def test_unknown_event_type_is_a_404_with_a_machine_readable_body(
     hub: tuple[str, subprocess.Popen],
 ) -> None:

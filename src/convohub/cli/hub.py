@@ -12,20 +12,20 @@ from convohub.contracts.catalogue import UnknownEventTypeError, event_types, pay
 from convohub.contracts.personal import personal_data_paths
 from convohub.contracts.schemas import event_schema
 from convohub.contracts.topics import TOPICS
+from convohub.runtime.metrics import RuntimeMetrics
+from convohub.runtime.ops import ops_router
 
 
-def create_app() -> FastAPI:
+def create_app(metrics: RuntimeMetrics | None = None) -> FastAPI:
     """Build the hub's ASGI app (nothing is started at import time)."""
     app = FastAPI(title="ConvoHub", version="0.1.0")
+    # /healthz, /readyz, /metrics; the services add their readiness checks as they land.
+    app.include_router(ops_router(metrics or RuntimeMetrics(), readiness_checks={}))
 
     @app.exception_handler(UnknownEventTypeError)
     async def unknown_event_type(_: Request, error: UnknownEventTypeError) -> JSONResponse:
         body = {"error": {"code": "unknown_event_type", "message": str(error)}}
         return JSONResponse(status_code=404, content=body)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
     @app.get("/v1/contracts/topics")
     async def topics() -> list[dict[str, Any]]:
