@@ -46,7 +46,7 @@ from convohub.runtime.bus.port import EventBus, LogRecord, Subscription, TopicPa
 from convohub.runtime.metrics import RuntimeMetrics
 from convohub.runtime.projection import ConsumedEvent, Projection
 from convohub.runtime.store import ProjectionStore, UnitOfWork
-from convohub.runtime.telemetry import consume_span, inject_traceparent
+from convohub.runtime.telemetry import consume_span, inject_traceparent, spans_are_exported
 
 log = structlog.get_logger(__name__)
 
@@ -199,8 +199,10 @@ class ProjectionRunner:
 
     def _traced(self, event: Envelope[Any], record: LogRecord) -> ConsumedEvent:
         """The consumed event with a CONSUMER span recorded for it (a child of the
-        producer's span), whose context the events it causes will carry."""
-        if self.replaying:
+        producer's span), whose context the events it causes will carry. Without a tracer
+        and with no exporter, the producer's context is passed on as it is: the trace stays
+        one, and the hot path saves the span."""
+        if self.replaying or (self.tracer is None and not spans_are_exported()):
             return ConsumedEvent.of(event, record)
         with consume_span(record, f"{self.group} process", tracer=self.tracer):
             traceparent = inject_traceparent()

@@ -150,6 +150,12 @@ def setup_telemetry(settings: RuntimeSettings) -> Telemetry:
         return telemetry
 
 
+def spans_are_exported() -> bool:
+    """True when this process's installed telemetry sends spans somewhere: hot paths skip
+    per-event spans otherwise (they cost tens of microseconds each and nobody sees them)."""
+    return _installed is not None and _installed.exporting and not _installed.is_shut_down
+
+
 def inject_traceparent(context: Context | None = None) -> str | None:
     """The W3C `traceparent` of the current span (or of `context`); None without a span."""
     carrier: dict[str, str] = {}

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, case
+from sqlalchemy import DateTime, Insert, String, bindparam, case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 
 from convohub.contracts import KafkaRecord
@@ -59,6 +60,21 @@ def upsert_positions(dialect: Dialect) -> Insert:
 def insert_processed_events(dialect: Dialect) -> Insert:
     """INSERT of processed event ids; an id the group already has is skipped."""
     statement = _insert(dialect)(PROCESSED_EVENTS)
+    return statement.on_conflict_do_nothing(index_elements=list(PROCESSED_EVENTS.primary_key))
+
+
+def insert_processed_events_unnested(rows: Sequence[dict[str, Any]]) -> Insert:
+    """The PostgreSQL form of `insert_processed_events` for many rows: ONE statement over
+    unnested array parameters (asyncpg's executemany runs one statement per row)."""
+    columns = ("consumer_group", "event_id")
+    arrays = [
+        func.unnest(bindparam(name, [row[name] for row in rows], type_=ARRAY(String(255))))
+        for name in columns
+    ]
+    processed_at = bindparam("processed_at", rows[0]["processed_at"], type_=DateTime(True))
+    statement = postgresql.insert(PROCESSED_EVENTS).from_select(
+        [*columns, "processed_at"], select(*arrays, processed_at)
+    )
     return statement.on_conflict_do_nothing(index_elements=list(PROCESSED_EVENTS.primary_key))
 
 

@@ -23,7 +23,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import structlog
-from sqlalchemy import delete, select, text, tuple_
+from sqlalchemy import String, bindparam, delete, func, select, text, tuple_
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from convohub.contracts import Envelope, KafkaRecord, to_kafka_record
@@ -32,6 +33,7 @@ from convohub.runtime.store.statements import (
     insert_missing_positions,
     insert_outbox_rows,
     insert_processed_events,
+    insert_processed_events_unnested,
     outbox_lock_key,
     outbox_row,
     upsert_positions,
@@ -196,10 +198,24 @@ class UnitOfWork:
         """Those of `event_ids` the group applied before (a re-published event)."""
         if not event_ids:
             return set()
-        query = select(PROCESSED_EVENTS.c.event_id).where(
-            PROCESSED_EVENTS.c.consumer_group == group,
-            PROCESSED_EVENTS.c.event_id.in_(set(event_ids)),
-        )
+        ids = sorted(set(event_ids))
+        if self.connection.dialect.name == "postgresql":
+            # Join an unnested array parameter: `event_id IN (500 parameters)` or `= ANY`
+            # can be planned as a scan comparing every stored id with every wanted one.
+            wanted = (
+                func.unnest(bindparam("ids", ids, type_=postgresql.ARRAY(String(255))))
+                .table_valued("id")
+                .render_derived(name="wanted")
+            )
+            query = (
+                select(PROCESSED_EVENTS.c.event_id)
+                .join(wanted, PROCESSED_EVENTS.c.event_id == wanted.c.id)
+                .where(PROCESSED_EVENTS.c.consumer_group == group)
+            )
+        else:
+            query = select(PROCESSED_EVENTS.c.event_id).where(
+                PROCESSED_EVENTS.c.consumer_group == group, PROCESSED_EVENTS.c.event_id.in_(ids)
+            )
         return set((await self.connection.execute(query)).scalars())
 
     def remember_processed(self, group: str, event_ids: Iterable[str]) -> None:
@@ -239,14 +255,14 @@ class UnitOfWork:
                 ],
             )
         if self._processed:
-            now = datetime.now(UTC)
-            await connection.execute(
-                insert_processed_events(connection.dialect),
-                [
-                    {"consumer_group": g, "event_id": e, "processed_at": now}
-                    for g, e in self._processed
-                ],
-            )
+            rows = [
+                {"consumer_group": g, "event_id": e, "processed_at": datetime.now(UTC)}
+                for g, e in self._processed
+            ]
+            if connection.dialect.name == "postgresql":
+                await connection.execute(insert_processed_events_unnested(rows))
+            else:
+                await connection.execute(insert_processed_events(connection.dialect), rows)
         if self._outbox:
             if connection.dialect.name == "postgresql":
                 # Serialise outbox inserts until commit, so seq order is commit order and
