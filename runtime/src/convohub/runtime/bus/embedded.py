@@ -57,6 +57,7 @@ from convohub.runtime.bus.port import (
     Subscription,
     TopicPartition,
     UnknownTopicError,
+    check_subscription,
 )
 
 log = structlog.get_logger(__name__)
@@ -279,10 +280,7 @@ class EmbeddedBus(EventBus):
         handler: BatchHandler,
         max_batch: int = 500,
     ) -> Subscription:
-        if not topics:
-            raise ValueError("subscribe to at least one topic")
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+        check_subscription(topics, max_batch)
         subscription = _EmbeddedSubscription(
             self, group=group, topics=frozenset(topics), handler=handler, max_batch=max_batch
         )

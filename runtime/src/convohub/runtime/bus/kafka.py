@@ -54,6 +54,7 @@ from convohub.runtime.bus.port import (
     Subscription,
     TopicPartition,
     UnknownTopicError,
+    check_subscription,
 )
 
 log = structlog.get_logger(__name__)
@@ -215,10 +216,7 @@ class KafkaBus(EventBus):
         max_batch: int = 500,
     ) -> Subscription:
         """Join `group` and return once this member received its first (maybe empty) share."""
-        if not topics:
-            raise ValueError("subscribe to at least one topic")
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+        check_subscription(topics, max_batch)
         subscription = _KafkaSubscription(
             self,
             group=group,

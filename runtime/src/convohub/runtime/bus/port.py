@@ -68,6 +68,14 @@ class LogRecord:
 BatchHandler = Callable[[Sequence[LogRecord]], Awaitable[None]]
 
 
+def check_subscription(topics: Sequence[str], max_batch: int) -> None:
+    """The arguments every adapter's `subscribe` refuses, with the same errors."""
+    if not topics:
+        raise ValueError("subscribe to at least one topic")
+    if max_batch < 1:
+        raise ValueError("max_batch must be at least 1")
+
+
 class Subscription(ABC):
     """A running member of a consumer group."""
 
