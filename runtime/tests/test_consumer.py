@@ -169,8 +169,14 @@ async def test_batches_and_dead_letters_are_measured(parts) -> None:
         retry=RetryPolicy(attempts=1),
         metrics=metrics,
     )
-    await runner.handle_batch(await records_of(bus, example_event(RECEIVED)))
+    records = await records_of(bus, example_event(RECEIVED))
+    await runner.handle_batch(records)
     exposition = metrics.exposition()[0].decode()
+    partition = records[0].partition
+    assert (
+        f'convohub_consumer_lag{{group="scripted",partition="{partition}",'
+        f'topic="convohub.conversation.v1"}} 0.0'
+    ) in exposition, "the applied record is no longer lag"
     assert (
         'convohub_events_processed_total{group="scripted",topic="convohub.conversation.v1"} 1.0'
         in exposition

@@ -55,6 +55,8 @@ REDRIVE_HEADER = "convohub_redrive_group"
 
 DEAD_LETTER_TYPE = EventDeadLettered.event_type
 UNKNOWN_TENANT = "unknown"
+LAG_UPDATE_SECONDS = 5.0
+"""How often a runner refreshes its consumer-lag gauge (it asks the log for end offsets)."""
 
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError,
@@ -115,6 +117,7 @@ class ProjectionRunner:
         self.replaying = replaying
         self.metrics = metrics
         self.tracer = tracer
+        self._next_lag_update = 0.0
         self._subscription: Subscription | None = None
 
     @property
@@ -155,6 +158,20 @@ class ProjectionRunner:
                     await self._apply_alone(item)
         if self.metrics is not None:
             self.metrics.record_batch(self.group, records, time.perf_counter() - started)
+            if time.monotonic() >= self._next_lag_update:
+                self._next_lag_update = time.monotonic() + LAG_UPDATE_SECONDS
+                await self._record_lag(self.metrics)
+
+    async def _record_lag(self, metrics: RuntimeMetrics) -> None:
+        """Lag per partition: the log's end against the group's applied position."""
+        if self.replaying:
+            return
+        try:
+            ends = await self.bus.end_offsets(list(self.projection.topics))
+        except Exception:  # lag is best effort: never fail a committed batch for it
+            log.warning("could not read end offsets for the lag metric", group=self.group)
+            return
+        metrics.record_lag(self.group, ends, await self.store.positions(self.group))
 
     async def _apply_alone(self, item: _Item) -> None:
         try:
