@@ -201,10 +201,11 @@ class ProjectionRunner:
     async def _apply(self, items: Sequence[_Item]) -> None:
         async with self.store.unit_of_work(replaying=self.replaying) as uow:
             fresh = await self._fresh(uow, items)
-            candidates = []
+            candidates, invalid = [], []
             for item in fresh:
                 if item.error is not None:
                     self._emit_dead_letter(uow, item, item.error, attempts=1)
+                    invalid.append(item)
                 elif self._is_for_this_group(item.record):
                     candidates.append(self._traced(item.event, item.record))
             consumed = await self._not_yet_applied(uow, candidates)
@@ -213,6 +214,7 @@ class ProjectionRunner:
                 uow.remember_processed(self.group, (c.event.id for c in consumed))
             self._advance(uow, items)
             await uow.commit()
+        self._count_dead_letters(invalid)
 
     def _traced(self, event: Envelope[Any], record: LogRecord) -> ConsumedEvent:
         """The consumed event with a CONSUMER span recorded for it (a child of the
@@ -248,10 +250,12 @@ class ProjectionRunner:
             error=type(error).__name__,
         )
         async with self.store.unit_of_work(replaying=self.replaying) as uow:
-            if await self._fresh(uow, [item]):
+            fresh = await self._fresh(uow, [item])
+            if fresh:
                 self._emit_dead_letter(uow, item, error, attempts)
             self._advance(uow, [item])
             await uow.commit()
+        self._count_dead_letters(fresh)
 
     async def _fresh(self, uow: UnitOfWork, items: Sequence[_Item]) -> list[_Item]:
         partitions = {item.record.topic_partition for item in items}
@@ -274,7 +278,12 @@ class ProjectionRunner:
         self, uow: UnitOfWork, item: _Item, error: BaseException, attempts: int
     ) -> None:
         uow.emit(dead_letter_event(item.record, item.event, error, self.group, attempts))
-        if self.metrics is not None:
+
+    def _count_dead_letters(self, items: Sequence[_Item]) -> None:
+        """Count dead letters once their transaction committed (a rollback sends none)."""
+        if self.metrics is None or self.replaying:
+            return
+        for item in items:
             self.metrics.dead_letters_total.labels(group=self.group, topic=item.record.topic).inc()
 
 
