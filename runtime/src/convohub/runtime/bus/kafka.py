@@ -231,34 +231,33 @@ class KafkaBus(EventBus):
     # -- lookups -----------------------------------------------------------------------------
 
     async def _partitions_of(self, topic: str) -> list[int]:
+        return [tp.partition for tp in await self._topic_partitions([topic])]
+
+    async def _topic_partitions(self, topics: Sequence[str]) -> list[KafkaTopicPartition]:
+        """Every partition of the topics, from one metadata request."""
         if self._metadata is None:
             raise RuntimeError("KafkaBus is not started")
         cluster = await self._metadata.fetch_all_metadata()
-        partitions = cluster.partitions_for_topic(topic)
-        if not partitions:
-            raise UnknownTopicError(f"unknown topic {topic!r}")
-        return sorted(partitions)
+        found = []
+        for topic in dict.fromkeys(topics):
+            partitions = cluster.partitions_for_topic(topic)
+            if not partitions:
+                raise UnknownTopicError(f"unknown topic {topic!r}")
+            found.extend(KafkaTopicPartition(topic, p) for p in sorted(partitions))
+        return found
 
     async def partitions(self, topic: str) -> int:
         return len(await self._partitions_of(topic))
 
     async def end_offsets(self, topics: Sequence[str]) -> dict[TopicPartition, int]:
-        partitions = [
-            KafkaTopicPartition(topic, partition)
-            for topic in dict.fromkeys(topics)
-            for partition in await self._partitions_of(topic)
-        ]
+        partitions = await self._topic_partitions(topics)
         if not partitions:
             return {}
         ends = await self._require_lookups().end_offsets(partitions)
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
     async def committed(self, group: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
-        partitions = [
-            KafkaTopicPartition(topic, partition)
-            for topic in dict.fromkeys(topics)
-            for partition in await self._partitions_of(topic)
-        ]
+        partitions = await self._topic_partitions(topics)
         if not partitions:
             return {}
         admin = self._require_broker().config.admin_client
