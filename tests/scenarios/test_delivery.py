@@ -129,9 +129,7 @@ class DeliveryScenarios:
             "the survivor to apply everything after the handover",
         )
         assert members[0]._subscription.assignment() == partitions
-        counts = await applications(store, ledger)
-        assert sorted(counts) == sorted(e.id for e in first + second)
-        assert set(counts.values()) == {1}, "every event applied exactly once"
+        await assert_applied_once(store, ledger, first + second, "every event applied exactly once")
         async with store.engine.connect() as connection:
             assert await ledger.out_of_order(connection) == 0, "order per key holds"
 
@@ -187,9 +185,7 @@ class DeliveryScenarios:
                 "a restarted consumer to finish",
                 within=120,
             )
-            counts = await applications(store, ledger)
-            assert sorted(counts) == sorted(e.id for e in published)
-            assert set(counts.values()) == {1}, "no event applied twice despite the kills"
+            await assert_applied_once(store, ledger, published, "no event applied twice")
 
             downstream, downstream_store = await projection_setup(
                 backend, ClassifiedLedger(), "downstream"
@@ -202,9 +198,9 @@ class DeliveryScenarios:
                 "every emitted event to be published and applied downstream",
                 within=120,
             )
-            caused = await applications(downstream_store, downstream)
-            assert sorted(caused) == sorted(e.id for e in published)
-            assert set(caused.values()) == {1}, "downstream applied each emitted event once"
+            await assert_applied_once(
+                downstream_store, downstream, published, "downstream applied each once"
+            )
         finally:
             last.send_signal(signal.SIGKILL)
             await last.wait()
@@ -239,9 +235,9 @@ class DeliveryScenarios:
         on_log = await _read_all(bus, ROUTING.name)
         ids_on_log = [r.header("ce_id") for r in on_log]
         assert len(ids_on_log) > len(set(ids_on_log)), "the re-publish duplicated records"
-        caused = await applications(downstream_store, downstream)
-        assert sorted(caused) == sorted(e.id for e in good), "each committed event published"
-        assert set(caused.values()) == {1}, "downstream recognised the re-published ids"
+        await assert_applied_once(
+            downstream_store, downstream, good, "downstream recognised the re-published ids"
+        )
         causes = {_causation(r) for r in on_log}
         assert poison.id not in causes, "the rolled-back emit of the poison was never published"
 
@@ -311,6 +307,16 @@ class DeliveryScenarios:
         assert progress[-1] == (len(published), len(published))
         assert await _snapshot(store, ledger) == live
         assert await _outbox_size(store) == outbox_before, "a replay re-publishes nothing"
+
+
+async def assert_applied_once(
+    store: ProjectionStore, ledger: Any, expected: Sequence[Any], why: str
+) -> None:
+    """The ledger holds exactly the expected events (by id, or by causing id downstream),
+    each applied once."""
+    counts = await applications(store, ledger)
+    assert sorted(counts) == sorted(e.id for e in expected), f"{why}: events missing or extra"
+    assert set(counts.values()) == {1}, why
 
 
 async def _count_at_least(store: ProjectionStore, ledger: Any, count: int) -> bool:
