@@ -72,6 +72,17 @@ CUSTOMER = Topic(
     description="Customers: identities, profile changes, merges, segments and erasure.",
     producers=("crm",),
 )
+CUSTOMER_PROFILE = Topic(
+    name="convohub.customer-profile.v1",
+    key="customer_id",
+    description=(
+        "The latest profile of every customer, one snapshot record per customer id (compacted): "
+        "read it from the start to know every customer without replaying their history. An "
+        "erased customer's last record is a minimal snapshot with status `erased`."
+    ),
+    producers=("crm",),
+    compacted=True,
+)
 FEEDBACK = Topic(
     name="convohub.feedback.v1",
     key="conversation_id",
@@ -99,6 +110,7 @@ TOPICS: tuple[Topic, ...] = (
     ROUTING,
     SLA,
     CUSTOMER,
+    CUSTOMER_PROFILE,
     FEEDBACK,
     CONVERSATION_FACTS,
     DEAD_LETTER,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from convohub.contracts.events.common import (
     Channel,
@@ -19,6 +19,7 @@ from convohub.contracts.events.common import (
     ParticipantKind,
     Priority,
 )
+from convohub.contracts.events.routing import TransferReason
 from convohub.contracts.payload import EventPayload, ValueObject, event, personal
 from convohub.contracts.topics import CONVERSATION
 
@@ -726,3 +727,58 @@ class CallEnded(EventPayload):
     recording: CallRecording | None = Field(
         default=None, description="The call's recording, if it was recorded."
     )
+
+
+@event("convohub.conversation.transfer_requested.v1", topic=CONVERSATION)
+class TransferRequested(EventPayload):
+    """An agent or supervisor asked for the conversation to move to another agent or queue.
+
+    Not emitted by this release: a transfer is a synchronous router command
+    (`POST /v1/conversations/{id}/transfer`, which checks the target's capacity) reported as
+    `convohub.routing.transferred.v1`. The type stays in v1 because events are never removed
+    within a version. Exactly one of `to_agent_id` and `to_skill_group` is set.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "conversation_id": "conv-7f3a",
+                    "request_id": "xfer-0001",
+                    "from_agent_id": "agent-42",
+                    "to_skill_group": "shipping",
+                    "requested_by": {"kind": "agent", "id": "agent-42", "display_name": "Li Wei"},
+                    "reason": "wrong_skill_group",
+                    "note": "客户问的是物流延误, not a refund. Order #A1029.",
+                    "carried_note_ids": ["note-0003"],
+                    "requested_at": "2026-11-23T09:12:30Z",
+                }
+            ]
+        }
+    )
+
+    conversation_id: str = Field(description="Conversation id, the partition key.")
+    request_id: str = Field(description="ConvoHub's id of this transfer request.")
+    from_agent_id: str | None = Field(
+        default=None, description="Agent who owned the conversation when asked, if assigned."
+    )
+    to_agent_id: str | None = Field(
+        default=None, description="Agent to transfer to; empty when the target is a queue."
+    )
+    to_skill_group: str | None = Field(
+        default=None, description="Skill group (queue) to transfer to; empty for an agent."
+    )
+    requested_by: Participant = Field(description="The agent or supervisor who asked.")
+    reason: TransferReason = Field(description="Reason code for the transfer.")
+    note: str | None = personal("Free-text handover note for the new owner, if any.", default=None)
+    carried_note_ids: list[str] = Field(
+        default_factory=list,
+        description="Ids of the conversation's internal notes to hand over to the new owner.",
+    )
+    requested_at: datetime = Field(description="When the transfer was requested.")
+
+    @model_validator(mode="after")
+    def _exactly_one_destination(self) -> TransferRequested:
+        if (self.to_agent_id is None) == (self.to_skill_group is None):
+            raise ValueError("exactly one of to_agent_id and to_skill_group must be set")
+        return self

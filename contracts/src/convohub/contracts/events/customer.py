@@ -13,7 +13,7 @@ from pydantic import ConfigDict, Field, JsonValue
 
 from convohub.contracts.events.common import Participant
 from convohub.contracts.payload import EventPayload, ValueObject, event, personal
-from convohub.contracts.topics import CUSTOMER
+from convohub.contracts.topics import CUSTOMER, CUSTOMER_PROFILE
 
 
 class IdentifierKind(StrEnum):
@@ -50,6 +50,14 @@ class ErasureReason(StrEnum):
     ACCOUNT_CLOSED = "account_closed"
     RETENTION_POLICY = "retention_policy"
     LEGAL_OBLIGATION = "legal_obligation"
+
+
+class CustomerStatus(StrEnum):
+    """Where a customer record stands."""
+
+    ACTIVE = "active"
+    MERGED = "merged"
+    ERASED = "erased"
 
 
 class CustomerIdentifier(ValueObject):
@@ -430,3 +438,73 @@ class CustomerErased(EventPayload):
         default_factory=list,
         description="Services that had already confirmed the purge when this was emitted.",
     )
+
+
+@event("convohub.customer.profile_snapshot.v1", topic=CUSTOMER_PROFILE)
+class CustomerProfileSnapshot(EventPayload):
+    """The whole current profile of one customer, published by crm after every change to it
+    on the compacted topic `convohub.customer-profile.v1` (keyed by customer id), so the
+    latest record per key is the customer as crm knows it now. A merged-away customer's
+    record names its survivor; after erasure the record is a minimal snapshot with status
+    `erased` and no personal data (the bus carries no null-value tombstones)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_id": "cust-19c2",
+                    "status": "active",
+                    "display_name": "Zhang San",
+                    "identifiers": [
+                        {
+                            "kind": "phone",
+                            "value": "+8613800138000",
+                            "verified": True,
+                            "channel_id": "sms-main",
+                        }
+                    ],
+                    "tier": "gold",
+                    "lifetime_value": "12850.40",
+                    "lifetime_value_currency": "CNY",
+                    "attributes": {"city": "上海"},
+                    "tags": ["repeat_buyer"],
+                    "segments": ["vip"],
+                    "version": 7,
+                    "updated_at": "2026-11-23T09:00:00Z",
+                }
+            ]
+        }
+    )
+
+    customer_id: str = Field(description="Customer id, the record key.")
+    status: CustomerStatus = Field(
+        description="active; merged (see `merged_into_customer_id`); or erased (nothing else set)."
+    )
+    merged_into_customer_id: str | None = Field(
+        default=None, description="The survivor this customer was merged into, when merged."
+    )
+    display_name: str | None = personal("The customer's name, if known.", default=None)
+    identifiers: list[CustomerIdentifier] = Field(
+        default_factory=list, description="Every identifier that resolves to this customer."
+    )
+    tier: str | None = Field(default=None, description="Customer tier, if set.")
+    lifetime_value: str | None = Field(
+        default=None,
+        pattern=r"^-?[0-9]+(\.[0-9]+)?$",
+        description="Lifetime value as an exact decimal string, if set.",
+    )
+    lifetime_value_currency: str | None = Field(
+        default=None, pattern=r"^[A-Z]{3}$", description="ISO 4217 currency of the value."
+    )
+    attributes: dict[str, JsonValue] = personal(
+        "Custom attributes, name to JSON value (integrator-defined, so personal data).",
+        default_factory=dict,
+    )
+    tags: list[str] = Field(default_factory=list, description="Tags of the customer.")
+    segments: list[str] = Field(
+        default_factory=list, description="Segments the customer is in now."
+    )
+    version: int = Field(
+        ge=0, description="Grows with every change of the profile; a reader keeps the highest."
+    )
+    updated_at: datetime = Field(description="When the profile last changed.")

@@ -105,6 +105,8 @@ class SurveySent(EventPayload):
                     "customer_id": "cust-19c2",
                     "expires_at": "2026-11-26T09:00:00Z",
                     "sent_at": "2026-11-23T09:00:00Z",
+                    "text": "How satisfied are you with our service? Reply 1 (very "
+                    "unsatisfied) to 5 (very satisfied).",
                 }
             ]
         }
@@ -122,6 +124,10 @@ class SurveySent(EventPayload):
     sent_at: datetime = Field(description="When the survey was sent.")
     follow_up_id: str | None = Field(
         default=None, description="The follow-up this re-survey comes after, if it is one."
+    )
+    text: str | None = Field(
+        default=None,
+        description="The question as sent to the customer in the channel; null for a web link.",
     )
 
 
