@@ -48,6 +48,8 @@ __all__ = [
     "Role",
     "Tenant",
     "load_config",
+    "service_section",
+    "tenant_sections",
 ]
 
 MIN_API_KEY_LENGTH = 16
@@ -146,6 +148,18 @@ class Tenant(_Section):
     name: str = Field(min_length=1, description="Display name.")
     api_keys: tuple[ApiKey, ...] = Field(default=(), description="Keys that act for the tenant.")
     channels: tuple[ChannelConfig, ...] = Field(default=(), description="Configured channels.")
+    routing: dict[str, Any] = Field(
+        default_factory=dict, description="The tenant's routing rules (the router's section)."
+    )
+    sla: dict[str, Any] = Field(
+        default_factory=dict, description="The tenant's SLA policies and calendars."
+    )
+    crm: dict[str, Any] = Field(
+        default_factory=dict, description="The tenant's attributes and segment rules."
+    )
+    feedback: dict[str, Any] = Field(
+        default_factory=dict, description="The tenant's survey settings."
+    )
 
     def channel(self, channel_id: str) -> ChannelConfig:
         """The channel with that id; KeyError when the tenant has none."""
@@ -245,6 +259,42 @@ def parse_config(text: str, environment: Mapping[str, str], *, source: str = "<t
         raise ConfigError(source, ordered)
     assert config is not None
     return config
+
+
+SectionModel = typing.TypeVar("SectionModel", bound=BaseModel)
+SERVICE_SECTIONS = ("routing", "sla", "crm", "feedback")
+
+
+def tenant_sections(
+    config: HubConfig, section: str, model: type[SectionModel], *, source: str = "convohub.yaml"
+) -> dict[str, SectionModel]:
+    """Each tenant's `section` (`routing`, `sla`, `crm`, `feedback`) validated by the
+    service's own `model`, by tenant id. One `ConfigError` lists every problem of every
+    tenant with its full key path (`tenants[1].routing.rules[0].priority`)."""
+    if section not in SERVICE_SECTIONS:
+        raise ValueError(f"no tenant section {section!r}; expected one of {SERVICE_SECTIONS}")
+    problems: list[ConfigProblem] = []
+    sections: dict[str, SectionModel] = {}
+    for index, tenant in enumerate(config.tenants):
+        try:
+            sections[tenant.id] = model.model_validate(getattr(tenant, section))
+        except ValidationError as error:
+            problems.extend(_validation_problems(error, model, f"tenants[{index}].{section}"))
+    if problems:
+        raise ConfigError(source, problems)
+    return sections
+
+
+def service_section(
+    config: HubConfig, section: str, model: type[SectionModel], *, source: str = "convohub.yaml"
+) -> SectionModel:
+    """The top-level `section` (service-wide settings) validated by `model`."""
+    if section not in SERVICE_SECTIONS:
+        raise ValueError(f"no section {section!r}; expected one of {SERVICE_SECTIONS}")
+    try:
+        return model.model_validate(getattr(config, section))
+    except ValidationError as error:
+        raise ConfigError(source, _validation_problems(error, model, section)) from None
 
 
 # --- YAML ---------------------------------------------------------------------------------
@@ -418,9 +468,11 @@ def _cross_check(tenants: Any) -> list[ConfigProblem]:
 # --- pydantic errors ----------------------------------------------------------------------
 
 
-def _model_at(location: Sequence[Any]) -> type[BaseModel] | None:
+def _model_at(
+    location: Sequence[Any], root: type[BaseModel] | None = None
+) -> type[BaseModel] | None:
     """The config model that holds the value at `location` (a pydantic error loc)."""
-    model: type[BaseModel] = HubConfig
+    model: type[BaseModel] = root or HubConfig
     for part in location:
         if isinstance(part, int):
             continue
@@ -443,23 +495,25 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _validation_problems(error: ValidationError) -> list[ConfigProblem]:
+def _validation_problems(
+    error: ValidationError, root: type[BaseModel] | None = None, prefix: str = ""
+) -> list[ConfigProblem]:
     problems = []
     for detail in error.errors(include_url=False):
         location = list(detail["loc"])
         if location and location[-1] == "[key]":
             location.pop()
-        path = ""
+        path = prefix
         for part in location:
             path = _join(path, part)
-        problems.append(ConfigProblem(path, _reason(detail, location)))
+        problems.append(ConfigProblem(path, _reason(detail, location, root)))
     return problems
 
 
-def _reason(detail: Any, location: list[Any]) -> str:
+def _reason(detail: Any, location: list[Any], root: type[BaseModel] | None = None) -> str:
     kind = detail["type"]
     if kind == "extra_forbidden":
-        model = _model_at(location[:-1])
+        model = _model_at(location[:-1], root)
         if model is None:
             return "unknown key"
         allowed = list(model.model_fields)

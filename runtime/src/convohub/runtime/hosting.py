@@ -20,7 +20,9 @@ def open_bus(settings: RuntimeSettings) -> EventBus:
     from convohub.runtime.bus.embedded import EmbeddedBus
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return EmbeddedBus(settings.data_dir / EMBEDDED_LOG_FILE)
+    return EmbeddedBus(
+        settings.data_dir / EMBEDDED_LOG_FILE, poll_interval=settings.idle_poll_seconds
+    )
 
 
 def store_url(settings: RuntimeSettings, service: str) -> str:

@@ -93,6 +93,14 @@ class RuntimeSettings(BaseSettings):
         description="Base URL of an OTLP/HTTP collector (e.g. http://collector:4318); "
         "no exporter and no network when unset.",
     )
+    idle_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="How often an idle embedded consumer and every outbox relay look for "
+        "records written by other processes. Writes within the process wake them at once, so "
+        "this trades cross-process latency against CPU spent polling an idle hub.",
+    )
     http_host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds.")
     http_port: int = Field(default=8000, ge=0, le=65535, description="Port of the HTTP server.")
 

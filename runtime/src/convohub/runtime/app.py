@@ -1,0 +1,53 @@
+"""The ASGI app that serves a `ServiceHost`: every service's routes, the operator endpoints,
+problem responses, and a lifespan that starts the bus and the host and stops them again."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from convohub.runtime.http import install_problem_handlers
+from convohub.runtime.ops import ops_router
+from convohub.runtime.service import ServiceHost
+
+__all__ = ["create_service_app"]
+
+
+def create_service_app(
+    host: ServiceHost,
+    *,
+    title: str = "ConvoHub",
+    extra_routers: Sequence[APIRouter] = (),
+    manage_bus: bool = True,
+) -> FastAPI:
+    """An app serving `host`'s services. With `manage_bus` the lifespan also starts and
+    stops `host.bus` (a test that shares a started bus passes False)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if manage_bus:
+            await host.bus.start()
+        try:
+            await host.start()
+            try:
+                yield
+            finally:
+                await host.stop()
+        finally:
+            if manage_bus:
+                await host.bus.stop()
+
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    app.state.hub_config = host.config
+    app.state.host = host
+    install_problem_handlers(app)
+    app.include_router(ops_router(host.metrics, host.readiness_checks()))
+    for service in host.services:
+        routes = service.routes()
+        if routes is not None:
+            app.include_router(routes)
+    for router in extra_routers:
+        app.include_router(router)
+    return app
