@@ -1,1 +1,84 @@
-"""Wires the ingest service's domain, handlers, adapters and routes together."""
+"""Wires the ingest service's domain, handlers, adapters and routes together.
+
+The service has two sides built by two teams in this package:
+
+- the channel (inbound) side, here: webhooks, web chat, the generic API channel, the
+  inbound pipeline (`handlers.inbound`) and the conversation-state projection
+  (`handlers.conversations`);
+- the desk side: `api.desk.desk_router(service)` (agent commands and the read model),
+  `handlers.delivery.desk_projections()` and `desk_background(service)` (read model and
+  outbound delivery). Imported here at module level, so their tables are on `METADATA`
+  before anything creates them (`convohub migrate` never builds the routes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from fastapi import APIRouter
+from pydantic import ValidationError
+
+from convohub.ingest.adapters.tables import METADATA
+from convohub.ingest.api import ChannelEdge, channel_routes
+from convohub.ingest.api.desk import desk_router
+from convohub.ingest.domain.settings import ChannelSettings
+from convohub.ingest.handlers.conversations import ConversationStateProjection
+from convohub.ingest.handlers.delivery import desk_background, desk_projections
+from convohub.ingest.handlers.inbound import InboundPipeline
+from convohub.runtime.config import ConfigError, ConfigProblem, HubConfig
+from convohub.runtime.projection import Projection
+from convohub.runtime.service import Service
+
+__all__ = ["IngestService", "create_service", "validate_channel_settings"]
+
+
+def validate_channel_settings(config: HubConfig) -> dict[tuple[str, str], ChannelSettings]:
+    """Every channel's ingest settings, by (tenant id, channel id); ConfigError names the
+    key path of each problem (`tenants[0].channels[2].settings.max_body_bytes`)."""
+    problems: list[ConfigProblem] = []
+    found: dict[tuple[str, str], ChannelSettings] = {}
+    for tenant_index, tenant in enumerate(config.tenants):
+        for channel_index, channel in enumerate(tenant.channels):
+            path = f"tenants[{tenant_index}].channels[{channel_index}].settings"
+            try:
+                found[(tenant.id, channel.id)] = ChannelSettings.model_validate(channel.settings)
+            except ValidationError as error:
+                for detail in error.errors(include_url=False):
+                    where = ".".join([path, *map(str, detail["loc"])])
+                    problems.append(ConfigProblem(where, detail["msg"]))
+    if problems:
+        raise ConfigError("convohub.yaml", problems)
+    return found
+
+
+class IngestService(Service):
+    name = "ingest"
+    metadata = METADATA
+
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.channel_settings = validate_channel_settings(config)
+        self.pipeline = InboundPipeline(lambda: self.context)
+        self.edge = ChannelEdge(
+            config=config,
+            settings=self.channel_settings,
+            pipeline=self.pipeline,
+            context=lambda: self.context,
+        )
+
+    def routes(self) -> APIRouter:
+        router = APIRouter()
+        router.include_router(channel_routes(self.edge))
+        router.include_router(desk_router(self))
+        return router
+
+    def projections(self) -> Sequence[Projection]:
+        return [ConversationStateProjection(), *desk_projections()]
+
+    def background(self) -> Sequence[Callable[[], Awaitable[None]]]:
+        return desk_background(self)
+
+
+def create_service(config: HubConfig) -> IngestService:
+    """The ingest service for `config` (ConfigError when a channel's settings are wrong)."""
+    return IngestService(config)

@@ -1,0 +1,204 @@
+"""SQL for the channel side: dedupe claims and the conversation each contact belongs to.
+
+Statements work on SQLite (embedded mode) and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, delete, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from convohub.contracts.events.common import Channel
+from convohub.ingest.adapters.tables import CONVERSATIONS, EMAIL_THREADS, INBOUND_CLAIMS
+from convohub.ingest.domain.conversations import ConversationState, ConversationStatus
+
+ClaimKey = tuple[str, str, str]
+
+
+def insert_ignoring_duplicates(connection: AsyncConnection, table: Any) -> Any:
+    """An INSERT that does nothing when the primary key exists (both dialects)."""
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def _claim_filter(key: ClaimKey) -> Any:
+    tenant_id, channel_id, dedupe_key = key
+    return and_(
+        INBOUND_CLAIMS.c.tenant_id == tenant_id,
+        INBOUND_CLAIMS.c.channel_id == channel_id,
+        INBOUND_CLAIMS.c.dedupe_key == dedupe_key,
+    )
+
+
+async def relax_commit(connection: AsyncConnection) -> None:
+    """Let this transaction commit without waiting for its WAL flush (PostgreSQL).
+
+    Safe for claim bookkeeping only: WAL is flushed in order, so the next synchronous
+    commit (the decision, which stores the events to publish on the claim) makes the
+    claim durable too; a lost `done` mark only means a retry re-publishes the same ids.
+    """
+    if connection.dialect.name == "postgresql":
+        await connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
+
+
+async def try_claim(connection: AsyncConnection, key: ClaimKey, owner: str, now: datetime) -> bool:
+    """Insert a pending claim; False when someone claimed the key before."""
+    tenant_id, channel_id, dedupe_key = key
+    await relax_commit(connection)
+    result = await connection.execute(
+        insert_ignoring_duplicates(connection, INBOUND_CLAIMS).values(
+            tenant_id=tenant_id,
+            channel_id=channel_id,
+            dedupe_key=dedupe_key,
+            state="pending",
+            owner=owner,
+            claimed_at=now,
+        )
+    )
+    return result.rowcount == 1
+
+
+async def read_claim(connection: AsyncConnection, key: ClaimKey) -> Any:
+    query = select(
+        INBOUND_CLAIMS.c.state,
+        INBOUND_CLAIMS.c.owner,
+        INBOUND_CLAIMS.c.claimed_at,
+        INBOUND_CLAIMS.c.records,
+        INBOUND_CLAIMS.c.outcome,
+    ).where(_claim_filter(key))
+    return (await connection.execute(query)).one_or_none()
+
+
+async def take_over_claim(
+    connection: AsyncConnection, key: ClaimKey, old_owner: str, owner: str, now: datetime
+) -> bool:
+    """Take a stale pending claim from a crashed (or stuck) owner; True if it is ours now."""
+    result = await connection.execute(
+        update(INBOUND_CLAIMS)
+        .where(
+            _claim_filter(key),
+            INBOUND_CLAIMS.c.owner == old_owner,
+            INBOUND_CLAIMS.c.state == "pending",
+        )
+        .values(owner=owner, claimed_at=now)
+    )
+    return result.rowcount == 1
+
+
+async def store_claim_records(
+    connection: AsyncConnection, key: ClaimKey, owner: str, records: list[str], outcome: Any
+) -> bool:
+    result = await connection.execute(
+        update(INBOUND_CLAIMS)
+        .where(_claim_filter(key), INBOUND_CLAIMS.c.owner == owner)
+        .values(records=records, outcome=outcome)
+    )
+    return result.rowcount == 1
+
+
+async def finish_claim(
+    connection: AsyncConnection, key: ClaimKey, owner: str, outcome: Any
+) -> None:
+    # The stored events carry personal data: once published, the log holds them.
+    await relax_commit(connection)
+    await connection.execute(
+        update(INBOUND_CLAIMS)
+        .where(_claim_filter(key), INBOUND_CLAIMS.c.owner == owner)
+        .values(state="done", records=None, outcome=outcome)
+    )
+
+
+async def expire_claim(
+    connection: AsyncConnection, key: ClaimKey, owner: str, stale_at: datetime
+) -> None:
+    """Make a claim whose publish failed immediately retakable by the provider's retry."""
+    await connection.execute(
+        update(INBOUND_CLAIMS)
+        .where(_claim_filter(key), INBOUND_CLAIMS.c.owner == owner)
+        .values(claimed_at=stale_at)
+    )
+
+
+async def release_claim(connection: AsyncConnection, key: ClaimKey, owner: str) -> None:
+    await connection.execute(
+        delete(INBOUND_CLAIMS).where(_claim_filter(key), INBOUND_CLAIMS.c.owner == owner)
+    )
+
+
+async def lock_customer(connection: AsyncConnection, tenant_id: str, customer_key: str) -> None:
+    """Serialise decisions about one customer's conversations across replicas (PostgreSQL;
+    SQLite's write transaction already serialises everything)."""
+    if connection.dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"ingest-customer/{tenant_id}/{customer_key}".encode()).digest()
+    lock_id = int.from_bytes(digest[:8], "big", signed=True)
+    await connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+
+
+def _state(row: Any) -> ConversationState:
+    return ConversationState(
+        conversation_id=row.conversation_id,
+        channel=Channel(row.channel),
+        channel_id=row.channel_id,
+        status=ConversationStatus(row.status),
+        survey_pending=bool(row.survey_pending),
+    )
+
+
+_STATE_COLUMNS = (
+    CONVERSATIONS.c.conversation_id,
+    CONVERSATIONS.c.channel,
+    CONVERSATIONS.c.channel_id,
+    CONVERSATIONS.c.status,
+    CONVERSATIONS.c.survey_pending,
+)
+
+
+async def latest_conversation(
+    connection: AsyncConnection, tenant_id: str, customer_key: str
+) -> ConversationState | None:
+    query = (
+        select(*_STATE_COLUMNS)
+        .where(CONVERSATIONS.c.tenant_id == tenant_id, CONVERSATIONS.c.customer_key == customer_key)
+        # At most one conversation of a customer is not closed; else the latest closed one.
+        .order_by(
+            case((CONVERSATIONS.c.status == ConversationStatus.CLOSED.value, 1), else_=0),
+            CONVERSATIONS.c.started_at.desc(),
+        )
+        .limit(1)
+    )
+    row = (await connection.execute(query)).first()
+    return _state(row) if row else None
+
+
+async def threaded_conversation(
+    connection: AsyncConnection, tenant_id: str, refs: tuple[str, ...]
+) -> ConversationState | None:
+    """The conversation of the most recent referenced e-mail that ingest has seen."""
+    if not refs:
+        return None
+    query = (
+        select(*_STATE_COLUMNS)
+        .join(EMAIL_THREADS, EMAIL_THREADS.c.conversation_id == CONVERSATIONS.c.conversation_id)
+        .where(EMAIL_THREADS.c.tenant_id == tenant_id, EMAIL_THREADS.c.message_ref.in_(refs))
+        .order_by(CONVERSATIONS.c.started_at.desc())
+        .limit(1)
+    )
+    row = (await connection.execute(query)).first()
+    return _state(row) if row else None
+
+
+async def remember_thread_message(
+    connection: AsyncConnection, tenant_id: str, message_ref: str, conversation_id: str
+) -> None:
+    await connection.execute(
+        insert_ignoring_duplicates(connection, EMAIL_THREADS).values(
+            tenant_id=tenant_id, message_ref=message_ref[:512], conversation_id=conversation_id
+        )
+    )

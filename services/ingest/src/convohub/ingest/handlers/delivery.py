@@ -1,0 +1,364 @@
+"""Outbound delivery: messages from agents, bots, the system and surveys back out through
+the conversation's channel, with retries, reported as delivered or failed events.
+
+`OutboundIntake` (a projection) queues one row per `message_sent` in the same transaction
+that moves its position, and turns a channel-message survey with a text into a system
+`message_sent`. `DeliveryWorker` (a background loop) claims due rows, calls the provider,
+and records the outcome with its event through a unit of work: `message_delivered`
+(state sent) once, or `message_failed` per failed attempt (`retryable` true while it will
+try again, false once it gives up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import structlog
+from sqlalchemy import MetaData, select
+
+from convohub.contracts import Envelope, caused_by
+from convohub.contracts.catalogue import envelope_class, payload_class
+from convohub.contracts.events.common import Participant, ParticipantKind
+from convohub.contracts.events.conversation import (
+    DeliveryState,
+    MessageDelivered,
+    MessageFailed,
+    MessageSent,
+)
+from convohub.contracts.topics import CONVERSATION, FEEDBACK
+from convohub.ingest.adapters.desk import insert_ignoring_duplicates, moment
+from convohub.ingest.adapters.outbound import (
+    OUTBOUND_DELIVERIES,
+    OUTBOUND_THREADS,
+    any_due,
+    claim_due,
+    retry_policy_of,
+    send_message,
+)
+from convohub.ingest.domain.desk import DeliveryOutcome
+from convohub.ingest.handlers.readmodel import DeskReadModel
+from convohub.runtime.config import ChannelConfig, HubConfig
+from convohub.runtime.projection import ConsumedEvent, Projection
+from convohub.runtime.store import UnitOfWork
+
+if TYPE_CHECKING:
+    from convohub.runtime.service import Service, ServiceContext
+
+__all__ = ["DeliveryWorker", "OutboundIntake", "desk_background", "desk_projections"]
+
+log = structlog.get_logger(__name__)
+SOURCE = "/convohub/ingest/outbound"
+
+OUTBOUND_METADATA = MetaData()
+for _table in (OUTBOUND_DELIVERIES, OUTBOUND_THREADS):
+    _table.to_metadata(OUTBOUND_METADATA)
+del _table
+
+
+class OutboundIntake(Projection):
+    """Queues outbound messages and keeps what a reply needs per conversation."""
+
+    name = "ingest.outbound"
+    topics = (CONVERSATION.name, FEEDBACK.name)
+    metadata = OUTBOUND_METADATA
+
+    async def apply(self, events: Sequence[ConsumedEvent], uow: UnitOfWork) -> None:
+        for consumed in events:
+            event = consumed.event
+            if event.type in (
+                "convohub.conversation.started.v1",
+                "convohub.conversation.message_received.v1",
+                "convohub.conversation.channel_switched.v1",
+            ):
+                await self._thread(uow, event)
+            elif event.type == "convohub.conversation.message_sent.v1":
+                await self._queue(uow, event)
+            elif event.type == "convohub.feedback.survey_sent.v1":
+                await self._survey(uow, consumed)
+
+    async def _thread(self, uow: UnitOfWork, event: Envelope[Any]) -> None:
+        data = event.data
+        key = {"tenant_id": event.tenantid, "conversation_id": data.conversation_id}
+        row = (
+            (
+                await uow.connection.execute(
+                    select(OUTBOUND_THREADS).where(
+                        OUTBOUND_THREADS.c.tenant_id == key["tenant_id"],
+                        OUTBOUND_THREADS.c.conversation_id == key["conversation_id"],
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+        values: dict[str, Any] = (
+            dict(row) if row else {**key, "email_message_ids": [], "subject": None}
+        )
+        if event.type == "convohub.conversation.channel_switched.v1":
+            values["channel"], values["channel_id"] = data.to_channel.value, data.to_channel_id
+            values["customer"] = data.customer.model_dump(mode="json")
+        else:
+            if event.type == "convohub.conversation.started.v1" or not values.get("channel"):
+                values["channel"], values["channel_id"] = data.channel.value, data.channel_id
+                values["customer"] = data.customer.model_dump(mode="json")
+            if (
+                event.type == "convohub.conversation.message_received.v1"
+                and data.channel.value == "email"
+            ):
+                ids = list(values["email_message_ids"])
+                if data.provider_message_id not in ids:
+                    ids.append(data.provider_message_id)
+                values["email_message_ids"] = ids[-20:]
+                values["subject"] = data.content.subject or values.get("subject")
+        if row:
+            await uow.connection.execute(
+                OUTBOUND_THREADS.update()
+                .where(
+                    OUTBOUND_THREADS.c.tenant_id == key["tenant_id"],
+                    OUTBOUND_THREADS.c.conversation_id == key["conversation_id"],
+                )
+                .values(**values)
+            )
+        else:
+            await uow.connection.execute(OUTBOUND_THREADS.insert().values(**values))
+
+    async def _queue(self, uow: UnitOfWork, event: Envelope[Any]) -> None:
+        data: MessageSent = event.data
+        thread = (
+            (
+                await uow.connection.execute(
+                    select(OUTBOUND_THREADS.c.email_message_ids, OUTBOUND_THREADS.c.subject).where(
+                        OUTBOUND_THREADS.c.tenant_id == event.tenantid,
+                        OUTBOUND_THREADS.c.conversation_id == data.conversation_id,
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+        headers = (
+            {"message_ids": list(thread["email_message_ids"]), "subject": thread["subject"]}
+            if thread
+            else {}
+        )
+        await insert_ignoring_duplicates(
+            uow.connection,
+            OUTBOUND_DELIVERIES,
+            [
+                {
+                    "tenant_id": event.tenantid,
+                    "message_id": data.message_id,
+                    "conversation_id": data.conversation_id,
+                    "channel": data.channel.value,
+                    "channel_id": data.channel_id,
+                    "recipient": data.recipient.model_dump(mode="json"),
+                    "content": data.content.model_dump(mode="json"),
+                    "email_headers": headers,
+                    "cause": event.model_dump(mode="json"),
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": moment(event.time),
+                    "lease_until": None,
+                    "provider_message_id": None,
+                    "last_error": None,
+                }
+            ],
+        )
+
+    async def _survey(self, uow: UnitOfWork, consumed: ConsumedEvent) -> None:
+        event = consumed.event
+        survey = event.data
+        text = getattr(survey, "text", None)
+        if survey.delivery.value != "channel_message" or not text:
+            return
+        thread = (
+            (
+                await uow.connection.execute(
+                    select(OUTBOUND_THREADS).where(
+                        OUTBOUND_THREADS.c.tenant_id == event.tenantid,
+                        OUTBOUND_THREADS.c.conversation_id == survey.conversation_id,
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if thread is None or not thread["customer"]:
+            log.warning("survey for a conversation without a known customer address; not sent")
+            return
+        message = MessageSent(
+            conversation_id=survey.conversation_id,
+            message_id=f"survey-{survey.survey_id}",
+            channel=thread["channel"],
+            channel_id=thread["channel_id"],
+            author=Participant(kind=ParticipantKind.SYSTEM, id="feedback"),
+            recipient=thread["customer"],
+            content={"text": text},
+            sent_at=survey.sent_at,
+        )
+        uow.emit(
+            caused_by(event, message, source=SOURCE, time=event.time),
+            traceparent=consumed.traceparent,
+        )
+
+
+def _channel_of(config: HubConfig, tenant_id: str, channel_id: str) -> ChannelConfig | None:
+    try:
+        return config.tenant(tenant_id).channel(channel_id)
+    except KeyError:
+        return None
+
+
+class DeliveryWorker:
+    """Claims due deliveries, sends them and records the outcome, until cancelled."""
+
+    def __init__(
+        self,
+        context_of: Callable[[], ServiceContext],
+        *,
+        poll_seconds: float = 0.2,
+        batch: int = 20,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        self.context_of = context_of
+        self.poll_seconds = poll_seconds
+        self.batch = batch
+        self.timeout_seconds = timeout_seconds
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=self.timeout_seconds) as client:
+            while True:
+                handled = await self.run_once(client)
+                if handled < self.batch:
+                    await asyncio.sleep(self.poll_seconds)
+
+    async def run_once(self, client: httpx.AsyncClient) -> int:
+        """One round: claim, send concurrently, record; returns how many were handled."""
+        context = self.context_of()
+        async with context.store.engine.connect() as connection:
+            if not await any_due(connection, context.clock.now()):
+                return 0
+        async with context.store.unit_of_work() as uow:
+            claimed = await claim_due(uow.connection, context.clock.now(), self.batch)
+            await uow.commit()
+        if not claimed:
+            return 0
+        outcomes = await asyncio.gather(*(self._attempt(client, context, row) for row in claimed))
+        for row, outcome in zip(claimed, outcomes, strict=True):
+            await self._record(context, row, outcome)
+        return len(claimed)
+
+    async def _attempt(
+        self, client: httpx.AsyncClient, context: ServiceContext, row: dict[str, Any]
+    ) -> DeliveryOutcome:
+        channel = _channel_of(context.config, row["tenant_id"], row["channel_id"])
+        if channel is None:
+            return DeliveryOutcome.failed(
+                "unknown_channel",
+                f"no channel {row['channel_id']!r} is configured",
+                retryable=False,
+            )
+        return await send_message(client, channel, row)
+
+    async def _record(
+        self, context: ServiceContext, row: dict[str, Any], outcome: DeliveryOutcome
+    ) -> None:
+        now = context.clock.now()
+        attempt = row["attempts"]
+        channel = _channel_of(context.config, row["tenant_id"], row["channel_id"])
+        policy = retry_policy_of(channel)
+        cause = envelope_class(payload_class(row["cause"]["type"])).model_validate(row["cause"])
+        data: MessageSent = cause.data
+        table = OUTBOUND_DELIVERIES
+        async with context.store.unit_of_work() as uow:
+            current = await uow.connection.execute(
+                select(table.c.status, table.c.attempts).where(
+                    table.c.tenant_id == row["tenant_id"], table.c.message_id == row["message_id"]
+                )
+            )
+            found = current.first()
+            if found is None or found.status != "pending" or found.attempts != attempt:
+                return  # recorded already, or erased meanwhile
+            where = (table.c.tenant_id == row["tenant_id"], table.c.message_id == row["message_id"])
+            if outcome.delivered:
+                assert outcome.provider_message_id is not None
+                await uow.connection.execute(
+                    table.update()
+                    .where(*where)
+                    .values(
+                        status="sent",
+                        lease_until=None,
+                        provider_message_id=outcome.provider_message_id,
+                    )
+                )
+                uow.emit(
+                    caused_by(
+                        cause,
+                        MessageDelivered(
+                            conversation_id=data.conversation_id,
+                            message_id=data.message_id,
+                            channel=data.channel,
+                            channel_id=data.channel_id,
+                            provider_message_id=outcome.provider_message_id,
+                            state=DeliveryState.SENT,
+                            state_changed_at=now,
+                        ),
+                        source=SOURCE,
+                        time=now,
+                        discriminator="sent",
+                    )
+                )
+            else:
+                final = policy.gives_up_after(attempt, outcome)
+                values: dict[str, Any] = {
+                    "lease_until": None,
+                    "last_error": (outcome.error_code or "")[:255],
+                }
+                if final:
+                    values["status"] = "failed"
+                else:
+                    values["next_attempt_at"] = moment(policy.next_attempt_at(attempt, now))
+                await uow.connection.execute(table.update().where(*where).values(**values))
+                uow.emit(
+                    caused_by(
+                        cause,
+                        MessageFailed(
+                            conversation_id=data.conversation_id,
+                            message_id=data.message_id,
+                            channel=data.channel,
+                            channel_id=data.channel_id,
+                            provider_message_id=None,
+                            error_code=outcome.error_code or "unknown",
+                            error_message=outcome.error_message or "",
+                            retryable=not final,
+                            attempts=attempt,
+                            failed_at=now,
+                        ),
+                        source=SOURCE,
+                        time=now,
+                        discriminator=f"attempt-{attempt}",
+                    )
+                )
+                log.info(
+                    "outbound delivery failed",
+                    channel_id=data.channel_id,
+                    conversation_id=data.conversation_id,
+                    error_code=outcome.error_code,
+                    attempt=attempt,
+                    final=final,
+                )
+            await uow.commit()
+
+
+def desk_projections() -> list[Projection]:
+    """The desk's projections: the conversation read model and the outbound intake."""
+    return [DeskReadModel(), OutboundIntake()]
+
+
+def desk_background(service: Service) -> list[Callable[[], Awaitable[None]]]:
+    """The desk's background loops: the outbound delivery worker."""
+    worker = DeliveryWorker(lambda: service.context)
+    return [worker.run]

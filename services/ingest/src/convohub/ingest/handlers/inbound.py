@@ -1,0 +1,571 @@
+"""The inbound pipeline: a provider's contact in, exactly one set of events on the log.
+
+For each provider message (or delivery status, or call phase):
+
+1. claim its dedupe key `(tenant, channel, provider id)` with a unique row; a concurrent
+   duplicate waits for the winner's outcome, a retry after success gets it at once;
+2. the winner decides, in one transaction, which conversation the contact belongs to,
+   writes that state and stores the events it will publish on the claim;
+3. publishes them and waits for the broker's acknowledgement (only then the webhook
+   answers 2xx), then marks the claim done.
+
+Event ids are UUIDv5 of (tenant, channel, dedupe key, event type): a claim taken over
+after a crash between publish and done re-publishes the same ids, which consumers
+recognise. A publish that fails leaves the claim immediately retakable by the retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import and_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from convohub.contracts import Envelope, decode_event, encode_event, new_event
+from convohub.contracts.events.common import Channel, Participant, ParticipantKind
+from convohub.contracts.events.conversation import (
+    CallAnswered,
+    CallDirection,
+    CallEnded,
+    CallEndStatus,
+    CallStarted,
+    ChannelSwitched,
+    ConversationReopened,
+    ConversationReopenReason,
+    ConversationStarted,
+    DeliveryState,
+    HumanRequested,
+    HumanRequestTrigger,
+    MessageDelivered,
+    MessageFailed,
+    MessageReceived,
+)
+from convohub.contracts.payload import EventPayload
+from convohub.ingest.adapters import repository
+from convohub.ingest.adapters.tables import CALLS, CONVERSATIONS, PROVIDER_MESSAGES
+from convohub.ingest.domain.conversations import (
+    DEFAULT_HUMAN_KEYWORDS,
+    ConversationStatus,
+    Placement,
+    is_human_request,
+    place_contact,
+)
+from convohub.ingest.domain.inbound import (
+    CallPhase,
+    Customer,
+    InboundCall,
+    InboundMessage,
+    InboundStatus,
+    StatusKind,
+)
+from convohub.runtime.service import ServiceContext
+
+__all__ = ["SOURCE", "Accepted", "BusUnavailableError", "ClaimBusyError", "InboundPipeline"]
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "convohub/ingest"
+ID_NAMESPACE = uuid.UUID("6f1d3c52-0d7e-5b7a-9a59-3f0c2c7e4a11")
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+Decision = tuple[list[Envelope[Any]], dict[str, Any]] | None
+Decide = Callable[[AsyncConnection], Awaitable[Decision]]
+
+
+def stable_id(*parts: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, "/".join(parts)))
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The outcome of one contact: ids (never content), and whether it was a retry."""
+
+    outcome: dict[str, Any]
+    duplicate: bool
+
+
+class ClaimBusyError(Exception):
+    """Another request holds the claim and did not finish in time; the caller retries."""
+
+
+class BusUnavailableError(Exception):
+    """The broker did not acknowledge; nothing is recorded as accepted."""
+
+
+class InboundPipeline:
+    def __init__(
+        self,
+        context: Callable[[], ServiceContext],
+        *,
+        claim_timeout: float = 30.0,
+        wait_timeout: float = 10.0,
+        poll_every: float = 0.02,
+    ) -> None:
+        self._context = context
+        self.claim_timeout = claim_timeout
+        self.wait_timeout = wait_timeout
+        self.poll_every = poll_every
+
+    # --- the claim protocol -----------------------------------------------------------
+
+    async def accept(
+        self, tenant_id: str, channel_id: str, dedupe_key: str, decide: Decide
+    ) -> Accepted:
+        context = self._context()
+        engine = context.store.engine
+        key = (tenant_id, channel_id, dedupe_key[:255])
+        owner = str(uuid.uuid4())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_timeout
+        while True:
+            now = context.clock.now()
+            async with engine.begin() as connection:
+                if await repository.try_claim(connection, key, owner, now):
+                    stored: list[str] | None = None
+                    break
+                row = await repository.read_claim(connection, key)
+                if row is None:
+                    continue  # released between our insert and read: try again
+                if row.state == "done":
+                    return Accepted(outcome=row.outcome or {}, duplicate=True)
+                claimed_at = row.claimed_at
+                if claimed_at.tzinfo is None:
+                    claimed_at = claimed_at.replace(tzinfo=UTC)
+                if now - claimed_at > timedelta(seconds=self.claim_timeout) and (
+                    await repository.take_over_claim(connection, key, row.owner, owner, now)
+                ):
+                    # A crashed owner may have decided already (records stored): then
+                    # exactly those events are published, else we decide afresh.
+                    stored, outcome = row.records, row.outcome or {}
+                    break
+            if loop.time() > deadline:
+                raise ClaimBusyError(dedupe_key)
+            await asyncio.sleep(self.poll_every)
+
+        if stored is not None:  # a crashed owner decided already: publish exactly that
+            log.info("retaking a stale claim", tenant=tenant_id, channel=channel_id)
+            events = [decode_event(record) for record in stored]
+        else:
+            try:
+                decided = await self._decide(key, owner, decide)
+            except BaseException:
+                async with engine.begin() as connection:
+                    await repository.release_claim(connection, key, owner)
+                raise
+            if decided is None:  # nothing to record (an unknown message's status)
+                async with engine.begin() as connection:
+                    await repository.release_claim(connection, key, owner)
+                return Accepted(outcome={"status": "ignored"}, duplicate=False)
+            events, outcome = decided
+        try:
+            if events:
+                await context.bus.publish_events(events)
+        except Exception as error:
+            async with engine.begin() as connection:
+                await repository.expire_claim(connection, key, owner, EPOCH)
+            raise BusUnavailableError(str(error)) from error
+        async with engine.begin() as connection:
+            await repository.finish_claim(connection, key, owner, outcome)
+        return Accepted(outcome=outcome, duplicate=False)
+
+    async def _decide(self, key: repository.ClaimKey, owner: str, decide: Decide) -> Decision:
+        context = self._context()
+        async with context.store.unit_of_work() as uow:
+            decided = await decide(uow.connection)
+            if decided is None:
+                return None
+            events, outcome = decided
+            records = [encode_event(event).decode() for event in events]
+            if not await repository.store_claim_records(
+                uow.connection, key, owner, records, outcome
+            ):
+                raise ClaimBusyError(key[2])  # taken over while we decided; roll back
+            await uow.commit()
+        return events, outcome
+
+    # --- the decisions ------------------------------------------------------------------
+
+    async def message(
+        self,
+        tenant_id: str,
+        message: InboundMessage,
+        *,
+        human_keywords: tuple[str, ...] = DEFAULT_HUMAN_KEYWORDS,
+        dedupe_key: str | None = None,
+    ) -> Accepted:
+        channel_id = message.customer.channel_id
+        dedupe = dedupe_key or f"message:{message.provider_message_id}"
+
+        async def decide(connection: AsyncConnection) -> Decision:
+            now = self._context().clock.now()
+            ids = _Ids(tenant_id, channel_id, dedupe)
+            placement = await _place(
+                connection, tenant_id, message.customer, message.thread_refs, ids
+            )
+            message_id = "msg-" + ids.of("message")
+            conversation_id = placement.conversation_id
+            events = _lifecycle_events(
+                tenant_id,
+                message.customer,
+                placement,
+                ids,
+                message.received_at,
+                message.routing_hints,
+                message_id,
+            )
+            events.append(
+                ids.event(
+                    MessageReceived(
+                        conversation_id=conversation_id,
+                        message_id=message_id,
+                        channel=message.customer.channel,
+                        channel_id=channel_id,
+                        provider_message_id=message.provider_message_id,
+                        customer=message.customer.identity(),
+                        content=message.content,
+                        received_at=message.received_at,
+                        in_reply_to=message.in_reply_to,
+                    ),
+                    message.received_at,
+                )
+            )
+            if is_human_request(message.content.text, human_keywords):
+                trigger = (
+                    HumanRequestTrigger.BUTTON
+                    if message.content.interactive_reply_id
+                    else HumanRequestTrigger.TYPED_TEXT
+                )
+                events.append(
+                    ids.event(
+                        HumanRequested(
+                            conversation_id=conversation_id,
+                            channel=message.customer.channel,
+                            channel_id=channel_id,
+                            trigger=trigger,
+                            trigger_text=message.content.text,
+                            message_id=message_id,
+                            requested_at=message.received_at,
+                        ),
+                        message.received_at,
+                    )
+                )
+            await _record_placement(connection, tenant_id, message.customer, placement, now)
+            if message.thread_refs or message.customer.channel.value == "email":
+                await repository.remember_thread_message(
+                    connection, tenant_id, message.provider_message_id, conversation_id
+                )
+            return events, {
+                "conversation_id": conversation_id,
+                "message_id": message_id,
+                "events": [event.type for event in events],
+            }
+
+        return await self.accept(tenant_id, channel_id, dedupe, decide)
+
+    async def status(self, tenant_id: str, channel_id: str, status: InboundStatus) -> Accepted:
+        dedupe = f"status:{status.provider_message_id}:{status.state.value}"
+
+        async def decide(connection: AsyncConnection) -> Decision:
+            row = (
+                await connection.execute(
+                    select(
+                        PROVIDER_MESSAGES.c.conversation_id, PROVIDER_MESSAGES.c.message_id
+                    ).where(
+                        PROVIDER_MESSAGES.c.tenant_id == tenant_id,
+                        PROVIDER_MESSAGES.c.channel_id == channel_id,
+                        PROVIDER_MESSAGES.c.provider_message_id == status.provider_message_id,
+                    )
+                )
+            ).first()
+            if row is None:
+                log.info("status of an unknown outbound message", channel=channel_id)
+                return None
+            conversation = (
+                await connection.execute(
+                    select(CONVERSATIONS.c.channel).where(
+                        CONVERSATIONS.c.conversation_id == row.conversation_id
+                    )
+                )
+            ).first()
+            channel = _channel_of(self._context(), tenant_id, channel_id, conversation)
+            ids = _Ids(tenant_id, channel_id, dedupe)
+            payload: EventPayload
+            if status.state is StatusKind.FAILED:
+                payload = MessageFailed(
+                    conversation_id=row.conversation_id,
+                    message_id=row.message_id,
+                    channel=channel,
+                    channel_id=channel_id,
+                    provider_message_id=status.provider_message_id,
+                    error_code=status.error_code or "unknown",
+                    error_message=status.error_message or "the provider reported a failure",
+                    retryable=False,
+                    attempts=1,
+                    failed_at=status.at,
+                )
+            else:
+                payload = MessageDelivered(
+                    conversation_id=row.conversation_id,
+                    message_id=row.message_id,
+                    channel=channel,
+                    channel_id=channel_id,
+                    provider_message_id=status.provider_message_id,
+                    state=DeliveryState(status.state.value),
+                    state_changed_at=status.at,
+                )
+            event = ids.event(payload, status.at)
+            return [event], {
+                "conversation_id": row.conversation_id,
+                "message_id": row.message_id,
+                "events": [event.type],
+            }
+
+        return await self.accept(tenant_id, channel_id, dedupe, decide)
+
+    async def call(self, tenant_id: str, call: InboundCall) -> Accepted:
+        channel_id = call.customer.channel_id
+        dedupe = f"call:{call.call_id}:{call.phase.value}"
+
+        async def decide(connection: AsyncConnection) -> Decision:
+            now = self._context().clock.now()
+            ids = _Ids(tenant_id, channel_id, dedupe)
+            events: list[Envelope[Any]] = []
+            where = and_(
+                CALLS.c.tenant_id == tenant_id,
+                CALLS.c.channel_id == channel_id,
+                CALLS.c.call_id == call.call_id,
+            )
+            row = (await connection.execute(select(CALLS).where(where))).first()
+            if row is None:
+                # The call's first callback (whatever phase it reports) starts it.
+                start_ids = _Ids(tenant_id, channel_id, f"call:{call.call_id}:started")
+                placement = await _place(connection, tenant_id, call.customer, (), start_ids)
+                hints = {"ivr_choice": call.ivr_choice} if call.ivr_choice else {}
+                events += _lifecycle_events(
+                    tenant_id, call.customer, placement, start_ids, call.at, hints, None
+                )
+                events.append(
+                    start_ids.event(
+                        CallStarted(
+                            conversation_id=placement.conversation_id,
+                            channel_id=channel_id,
+                            provider_call_id=call.call_id,
+                            customer=call.customer.identity(),
+                            company_number=call.company_number,
+                            direction=CallDirection.INBOUND
+                            if call.inbound
+                            else CallDirection.OUTBOUND,
+                            started_at=call.at,
+                            ivr_choice=call.ivr_choice,
+                        ),
+                        call.at,
+                    )
+                )
+                await _record_placement(connection, tenant_id, call.customer, placement, now)
+                await connection.execute(
+                    CALLS.insert().values(
+                        tenant_id=tenant_id,
+                        channel_id=channel_id,
+                        call_id=call.call_id,
+                        conversation_id=placement.conversation_id,
+                        started_at=call.at,
+                        answered=False,
+                        ended=False,
+                        ivr_choice=call.ivr_choice,
+                    )
+                )
+                row = (await connection.execute(select(CALLS).where(where))).one()
+            elif call.ivr_choice and row.ivr_choice != call.ivr_choice:
+                await connection.execute(
+                    update(CALLS).where(where).values(ivr_choice=call.ivr_choice)
+                )
+            ivr_choice = call.ivr_choice or row.ivr_choice
+            started_at = (
+                row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=UTC)
+            )
+            if call.phase is CallPhase.ANSWERED and not row.answered and not row.ended:
+                events.append(
+                    ids.event(
+                        CallAnswered(
+                            conversation_id=row.conversation_id,
+                            channel_id=channel_id,
+                            provider_call_id=call.call_id,
+                            answered_at=call.at,
+                            wait_seconds=max(0.0, (call.at - started_at).total_seconds()),
+                        ),
+                        call.at,
+                    )
+                )
+                await connection.execute(update(CALLS).where(where).values(answered=True))
+            if call.phase is CallPhase.ENDED and not row.ended:
+                duration = call.duration_seconds
+                if duration is None:
+                    duration = max(0, int((call.at - started_at).total_seconds()))
+                events.append(
+                    ids.event(
+                        CallEnded(
+                            conversation_id=row.conversation_id,
+                            channel_id=channel_id,
+                            provider_call_id=call.call_id,
+                            ended_at=call.at,
+                            duration_seconds=duration,
+                            end_status=call.end_status or CallEndStatus.COMPLETED,
+                            ivr_choice=ivr_choice,
+                            recording=call.recording,
+                        ),
+                        call.at,
+                    )
+                )
+                await connection.execute(update(CALLS).where(where).values(ended=True))
+            return events, {
+                "conversation_id": row.conversation_id,
+                "events": [event.type for event in events],
+            }
+
+        return await self.accept(tenant_id, channel_id, dedupe, decide)
+
+
+@dataclass(frozen=True)
+class _Ids:
+    tenant_id: str
+    channel_id: str
+    dedupe_key: str
+
+    def of(self, what: str) -> str:
+        return stable_id(self.tenant_id, self.channel_id, self.dedupe_key, what)
+
+    def event(self, payload: EventPayload, time: datetime) -> Envelope[Any]:
+        return new_event(
+            payload,
+            tenant_id=self.tenant_id,
+            source=SOURCE,
+            time=time,
+            event_id=self.of(payload.event_type),
+            correlation_id=self.of("correlation"),
+        )
+
+
+async def _place(
+    connection: AsyncConnection,
+    tenant_id: str,
+    customer: Customer,
+    thread_refs: tuple[str, ...],
+    ids: _Ids,
+) -> Placement:
+    await repository.lock_customer(connection, tenant_id, customer.key)
+    current = await repository.threaded_conversation(connection, tenant_id, thread_refs)
+    if current is None or current.status is ConversationStatus.CLOSED:
+        current = await repository.latest_conversation(connection, tenant_id, customer.key)
+    return place_contact(current, customer.channel_id, "conv-" + ids.of("conversation"))
+
+
+def _lifecycle_events(
+    tenant_id: str,
+    customer: Customer,
+    placement: Placement,
+    ids: _Ids,
+    at: datetime,
+    routing_hints: dict[str, str],
+    message_id: str | None,
+) -> list[Envelope[Any]]:
+    events: list[Envelope[Any]] = []
+    if placement.started:
+        events.append(
+            ids.event(
+                ConversationStarted(
+                    conversation_id=placement.conversation_id,
+                    channel=customer.channel,
+                    channel_id=customer.channel_id,
+                    customer=customer.identity(),
+                    started_at=at,
+                    routing_hints=routing_hints,
+                ),
+                at,
+            )
+        )
+    if placement.reopened:
+        events.append(
+            ids.event(
+                ConversationReopened(
+                    conversation_id=placement.conversation_id,
+                    reopened_by=Participant(kind=ParticipantKind.CUSTOMER),
+                    reason=ConversationReopenReason.CUSTOMER_MESSAGE,
+                    message_id=message_id,
+                    reopened_at=at,
+                ),
+                at,
+            )
+        )
+    if placement.switched_from is not None:
+        from_channel, from_channel_id = placement.switched_from
+        events.append(
+            ids.event(
+                ChannelSwitched(
+                    conversation_id=placement.conversation_id,
+                    from_channel=from_channel,
+                    from_channel_id=from_channel_id,
+                    to_channel=customer.channel,
+                    to_channel_id=customer.channel_id,
+                    customer=customer.identity(),
+                    first_message_id=message_id,
+                    switched_at=at,
+                ),
+                at,
+            )
+        )
+    return events
+
+
+async def _record_placement(
+    connection: AsyncConnection,
+    tenant_id: str,
+    customer: Customer,
+    placement: Placement,
+    now: datetime,
+) -> None:
+    if placement.started:
+        await connection.execute(
+            CONVERSATIONS.insert().values(
+                conversation_id=placement.conversation_id,
+                tenant_id=tenant_id,
+                customer_key=customer.key,
+                channel=customer.channel.value,
+                channel_id=customer.channel_id,
+                address=customer.address,
+                display_name=customer.display_name,
+                status=ConversationStatus.OPEN.value,
+                survey_pending=False,
+                started_at=now,
+                updated_at=now,
+            )
+        )
+        return
+    values: dict[str, Any] = {"updated_at": now}
+    if placement.reopened:
+        values["status"] = ConversationStatus.OPEN.value
+    if placement.switched_from is not None:
+        values.update(
+            channel=customer.channel.value,
+            channel_id=customer.channel_id,
+            address=customer.address,
+            display_name=customer.display_name,
+        )
+    await connection.execute(
+        update(CONVERSATIONS)
+        .where(CONVERSATIONS.c.conversation_id == placement.conversation_id)
+        .values(**values)
+    )
+
+
+def _channel_of(
+    context: ServiceContext, tenant_id: str, channel_id: str, conversation: Any
+) -> Channel:
+    if conversation is not None:
+        return Channel(conversation.channel)
+    return context.config.tenant(tenant_id).channel(channel_id).type
