@@ -1,1 +1,77 @@
-"""Wires the router service's domain, handlers, adapters and routes together."""
+"""Wires the router service: config, tables, the projection, the API and the sweeps."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from fastapi import APIRouter
+
+from convohub.router.adapters import repository as repo
+from convohub.router.adapters.tables import METADATA
+from convohub.router.api import build_routes
+from convohub.router.domain.config import RoutingConfig
+from convohub.router.handlers import RouterProjection, Workflow, run_command
+from convohub.runtime.config import HubConfig, tenant_sections
+from convohub.runtime.projection import Projection
+from convohub.runtime.service import Service
+
+
+class RouterService(Service):
+    name = "router"
+    metadata = METADATA
+
+    def __init__(self, configs: dict[str, RoutingConfig], *, sweep_every: float = 1.0) -> None:
+        self.configs = configs
+        self.sweep_every = sweep_every
+
+    def projections(self) -> Sequence[Projection]:
+        return (RouterProjection(self.configs, lambda: self.context.clock.now()),)
+
+    def routes(self) -> APIRouter:
+        return build_routes(lambda: self.context, self.configs)
+
+    async def on_start(self) -> None:
+        """Load each tenant's configured roster (agents already known keep their presence)."""
+
+        async def roster(work: Workflow) -> None:
+            for tenant_id, config in self.configs.items():
+                for agent in config.agents:
+                    await repo.upsert_agent(
+                        work.connection,
+                        tenant_id,
+                        agent.id,
+                        name=agent.name,
+                        tier=agent.tier,
+                        skills=dict(agent.skills),
+                        capacity_total=agent.capacity.total,
+                        per_channel={c.value: n for c, n in agent.capacity.per_channel.items()},
+                        now=work.now,
+                        only_if_missing=True,
+                    )
+
+        await run_command(self.context.store, self.configs, self.context.clock.now(), roster)
+
+    async def sweep(self) -> None:
+        """One pass: expire offers, turn silent agents offline, widen and re-dispatch queues."""
+
+        async def run(work: Workflow) -> None:
+            for tenant_id in self.configs:
+                await work.expire_offers(tenant_id)
+                await work.sweep_heartbeats(tenant_id)
+                work.dirty.add(tenant_id)
+
+        await run_command(self.context.store, self.configs, self.context.clock.now(), run)
+
+    def background(self) -> Sequence[Callable[[], Awaitable[None]]]:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.sweep_every)
+                await self.sweep()
+
+        return (loop,)
+
+
+def create_service(config: HubConfig, *, sweep_every: float = 1.0) -> RouterService:
+    """The router for `config`; ConfigError (with key paths) for an invalid `routing:` section."""
+    return RouterService(tenant_sections(config, "routing", RoutingConfig), sweep_every=sweep_every)

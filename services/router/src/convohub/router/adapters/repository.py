@@ -1,0 +1,493 @@
+"""SQL over the router's tables, inside the caller's transaction.
+
+`reserve` is the capacity arbiter: two conditional updates (`load < capacity`), which
+PostgreSQL re-checks after any concurrent writer commits and SQLite runs under its write
+lock; `claim` moves a conversation from one state to the next only if it is still in the
+expected state. Every write transaction also takes the router's advisory lock first on
+PostgreSQL, so replicas' dispatch rounds never interleave (and never deadlock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from convohub.contracts.events.common import AgentTier, Channel, Priority
+from convohub.router.adapters.tables import (
+    AGENT_CHANNELS,
+    AGENTS,
+    CONVERSATIONS,
+    CUSTOMERS,
+    ROUND_ROBIN,
+    SEGMENTS,
+)
+from convohub.router.domain.assignment import AgentState, Waiting
+
+ROUTER_LOCK_KEY = 0x526F757465720001
+
+
+def customer_key(tenant_id: str, channel_id: str, address: str) -> str:
+    """A pseudonymous key for a customer's channel address (the address itself is not kept)."""
+    return hashlib.sha256(f"{tenant_id}\x00{channel_id}\x00{address}".encode()).hexdigest()[:40]
+
+
+async def lock_router(connection: AsyncConnection) -> None:
+    if connection.dialect.name == "postgresql":
+        await connection.execute(text(f"SELECT pg_advisory_xact_lock({ROUTER_LOCK_KEY})"))
+
+
+# --- agents ---------------------------------------------------------------------------------
+
+
+async def upsert_agent(
+    connection: AsyncConnection,
+    tenant_id: str,
+    agent_id: str,
+    *,
+    name: str | None,
+    tier: AgentTier,
+    skills: dict[str, int],
+    capacity_total: int,
+    per_channel: dict[str, int],
+    now: datetime,
+    only_if_missing: bool = False,
+) -> bool:
+    """Create or replace the agent's profile, keeping its load and presence; True if created."""
+    exists = await connection.scalar(
+        select(AGENTS.c.agent_id).where(
+            AGENTS.c.tenant_id == tenant_id, AGENTS.c.agent_id == agent_id
+        )
+    )
+    if exists and only_if_missing:
+        return False
+    if exists:
+        values: dict[str, Any] = {"tier": tier.value, "skills": skills, "capacity": capacity_total}
+        if name is not None:
+            values["name"] = name
+        await connection.execute(
+            update(AGENTS)
+            .where(AGENTS.c.tenant_id == tenant_id, AGENTS.c.agent_id == agent_id)
+            .values(**values)
+        )
+    else:
+        await connection.execute(
+            insert(AGENTS).values(
+                tenant_id=tenant_id,
+                agent_id=agent_id,
+                name=name or "",
+                tier=tier.value,
+                skills=skills,
+                capacity=capacity_total,
+                load=0,
+                presence="offline",
+                idle_since=now,
+            )
+        )
+    current = {
+        row.channel: row.capacity
+        for row in await connection.execute(
+            select(AGENT_CHANNELS.c.channel, AGENT_CHANNELS.c.capacity).where(
+                AGENT_CHANNELS.c.tenant_id == tenant_id, AGENT_CHANNELS.c.agent_id == agent_id
+            )
+        )
+    }
+    for channel in Channel:
+        limit = per_channel.get(channel.value, 0)
+        if channel.value in current:
+            if current[channel.value] != limit:
+                await connection.execute(
+                    update(AGENT_CHANNELS)
+                    .where(
+                        AGENT_CHANNELS.c.tenant_id == tenant_id,
+                        AGENT_CHANNELS.c.agent_id == agent_id,
+                        AGENT_CHANNELS.c.channel == channel.value,
+                    )
+                    .values(capacity=limit)
+                )
+        else:
+            await connection.execute(
+                insert(AGENT_CHANNELS).values(
+                    tenant_id=tenant_id,
+                    agent_id=agent_id,
+                    channel=channel.value,
+                    capacity=limit,
+                    load=0,
+                )
+            )
+    return not exists
+
+
+async def agent_row(connection: AsyncConnection, tenant_id: str, agent_id: str) -> Any:
+    return (
+        await connection.execute(
+            select(AGENTS).where(AGENTS.c.tenant_id == tenant_id, AGENTS.c.agent_id == agent_id)
+        )
+    ).first()
+
+
+async def set_presence(
+    connection: AsyncConnection, tenant_id: str, agent_id: str, presence: str, at: datetime
+) -> str | None:
+    """Set presence unless a later change was already applied; the previous presence, or None
+    when nothing changed (unknown agent, same presence, or an older change)."""
+    row = await agent_row(connection, tenant_id, agent_id)
+    if row is None:
+        return None
+    changed_at = row.presence_changed_at
+    if changed_at is not None and _aware(changed_at) > at:
+        return None
+    if row.presence == presence:
+        return None  # e.g. our own change coming back from the log: nothing to redo
+    values: dict[str, Any] = {"presence": presence, "presence_changed_at": at}
+    if presence == "online":
+        last = _aware(row.last_heartbeat_at) if row.last_heartbeat_at else at
+        values["last_heartbeat_at"] = max(at, last)  # never older than a heartbeat seen
+    await connection.execute(
+        update(AGENTS)
+        .where(AGENTS.c.tenant_id == tenant_id, AGENTS.c.agent_id == agent_id)
+        .values(**values)
+    )
+    return None if row.presence == presence else str(row.presence)
+
+
+async def heartbeat(
+    connection: AsyncConnection, tenant_id: str, agent_id: str, at: datetime
+) -> bool:
+    result = await connection.execute(
+        update(AGENTS)
+        .where(AGENTS.c.tenant_id == tenant_id, AGENTS.c.agent_id == agent_id)
+        .values(last_heartbeat_at=at)
+    )
+    return bool(result.rowcount)
+
+
+async def silent_agents(connection: AsyncConnection, tenant_id: str, before: datetime) -> list[str]:
+    rows = await connection.execute(
+        select(AGENTS.c.agent_id).where(
+            AGENTS.c.tenant_id == tenant_id,
+            AGENTS.c.presence != "offline",
+            AGENTS.c.last_heartbeat_at < before,
+        )
+    )
+    return [row.agent_id for row in rows]
+
+
+async def agent_states(connection: AsyncConnection, tenant_id: str) -> list[AgentState]:
+    agents = (
+        await connection.execute(
+            select(AGENTS).where(AGENTS.c.tenant_id == tenant_id).order_by(AGENTS.c.agent_id)
+        )
+    ).all()
+    channels: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+    for row in await connection.execute(
+        select(AGENT_CHANNELS).where(AGENT_CHANNELS.c.tenant_id == tenant_id)
+    ):
+        loads, caps = channels.setdefault(row.agent_id, ({}, {}))
+        loads[row.channel], caps[row.channel] = row.load, row.capacity
+    return [
+        AgentState(
+            id=row.agent_id,
+            tier=AgentTier(row.tier),
+            skills=dict(row.skills),
+            online=row.presence == "online",
+            load=row.load,
+            capacity=row.capacity,
+            channel_load=channels.get(row.agent_id, ({}, {}))[0],
+            channel_capacity=channels.get(row.agent_id, ({}, {}))[1],
+            idle_since=_aware(row.idle_since),
+        )
+        for row in agents
+    ]
+
+
+async def agents_listing(connection: AsyncConnection, tenant_id: str) -> list[dict[str, Any]]:
+    states = {state.id: state for state in await agent_states(connection, tenant_id)}
+    rows = (
+        await connection.execute(
+            select(AGENTS).where(AGENTS.c.tenant_id == tenant_id).order_by(AGENTS.c.agent_id)
+        )
+    ).all()
+    return [
+        {
+            "agent_id": row.agent_id,
+            "name": row.name,
+            "tier": row.tier,
+            "skills": row.skills,
+            "presence": row.presence,
+            "load": row.load,
+            "capacity": row.capacity,
+            "channels": {
+                channel: {"load": states[row.agent_id].channel_load[channel], "capacity": limit}
+                for channel, limit in states[row.agent_id].channel_capacity.items()
+                if limit or states[row.agent_id].channel_load[channel]
+            },
+            "last_heartbeat_at": row.last_heartbeat_at,
+        }
+        for row in rows
+    ]
+
+
+async def reserve(connection: AsyncConnection, tenant_id: str, agent_id: str, channel: str) -> bool:
+    """Take one unit of the agent's capacity on `channel` and in total, or nothing."""
+    per_channel = await connection.execute(
+        update(AGENT_CHANNELS)
+        .where(
+            AGENT_CHANNELS.c.tenant_id == tenant_id,
+            AGENT_CHANNELS.c.agent_id == agent_id,
+            AGENT_CHANNELS.c.channel == channel,
+            AGENT_CHANNELS.c.load < AGENT_CHANNELS.c.capacity,
+        )
+        .values(load=AGENT_CHANNELS.c.load + 1)
+    )
+    if per_channel.rowcount != 1:
+        return False
+    total = await connection.execute(
+        update(AGENTS)
+        .where(
+            AGENTS.c.tenant_id == tenant_id,
+            AGENTS.c.agent_id == agent_id,
+            AGENTS.c.load < AGENTS.c.capacity,
+        )
+        .values(load=AGENTS.c.load + 1)
+    )
+    if total.rowcount != 1:
+        await _release_channel(connection, tenant_id, agent_id, channel)
+        return False
+    return True
+
+
+async def release(
+    connection: AsyncConnection, tenant_id: str, agent_id: str, channel: str, now: datetime
+) -> None:
+    await _release_channel(connection, tenant_id, agent_id, channel)
+    await connection.execute(
+        update(AGENTS)
+        .where(AGENTS.c.tenant_id == tenant_id, AGENTS.c.agent_id == agent_id, AGENTS.c.load > 0)
+        .values(load=AGENTS.c.load - 1, idle_since=now)
+    )
+
+
+async def _release_channel(
+    connection: AsyncConnection, tenant_id: str, agent_id: str, channel: str
+) -> None:
+    await connection.execute(
+        update(AGENT_CHANNELS)
+        .where(
+            AGENT_CHANNELS.c.tenant_id == tenant_id,
+            AGENT_CHANNELS.c.agent_id == agent_id,
+            AGENT_CHANNELS.c.channel == channel,
+            AGENT_CHANNELS.c.load > 0,
+        )
+        .values(load=AGENT_CHANNELS.c.load - 1)
+    )
+
+
+# --- conversations --------------------------------------------------------------------------
+
+
+async def conversation(
+    connection: AsyncConnection, conversation_id: str, tenant_id: str | None = None
+) -> Any:
+    query = select(CONVERSATIONS).where(CONVERSATIONS.c.conversation_id == conversation_id)
+    if tenant_id is not None:
+        query = query.where(CONVERSATIONS.c.tenant_id == tenant_id)
+    return (await connection.execute(query)).first()
+
+
+async def insert_conversation(connection: AsyncConnection, **values: Any) -> bool:
+    if await conversation(connection, values["conversation_id"]) is not None:
+        return False
+    await connection.execute(
+        insert(CONVERSATIONS).values(excluded=[], history=[], attempts=0, vip=False, **values)
+    )
+    return True
+
+
+async def claim(
+    connection: AsyncConnection, conversation_id: str, expected: Sequence[str], **values: Any
+) -> bool:
+    """Update the conversation only if it is still in one of the `expected` states."""
+    result = await connection.execute(
+        update(CONVERSATIONS)
+        .where(
+            CONVERSATIONS.c.conversation_id == conversation_id,
+            CONVERSATIONS.c.state.in_(list(expected)),
+        )
+        .values(**values)
+    )
+    return result.rowcount == 1
+
+
+async def queued(connection: AsyncConnection, tenant_id: str) -> list[Any]:
+    return (
+        await connection.execute(
+            select(CONVERSATIONS).where(
+                CONVERSATIONS.c.tenant_id == tenant_id, CONVERSATIONS.c.state == "queued"
+            )
+        )
+    ).all()
+
+
+def waiting_of(row: Any) -> Waiting:
+    return Waiting(
+        conversation_id=row.conversation_id,
+        skill_group=row.skill_group,
+        channel=Channel(row.channel),
+        priority=Priority(row.priority),
+        queued_at=_aware(row.queued_at),
+        required_tier=AgentTier(row.required_tier) if row.required_tier else None,
+        preferred_agent=row.preferred_agent,
+        preferred_until=_aware(row.preferred_until) if row.preferred_until else None,
+        excluded=frozenset(row.excluded or ()),
+    )
+
+
+async def expired_offers(connection: AsyncConnection, tenant_id: str, now: datetime) -> list[Any]:
+    return (
+        await connection.execute(
+            select(CONVERSATIONS).where(
+                CONVERSATIONS.c.tenant_id == tenant_id,
+                CONVERSATIONS.c.state == "offered",
+                CONVERSATIONS.c.offer_expires_at <= now,
+            )
+        )
+    ).all()
+
+
+async def offer(connection: AsyncConnection, offer_id: str, tenant_id: str) -> Any:
+    return (
+        await connection.execute(
+            select(CONVERSATIONS).where(
+                CONVERSATIONS.c.offer_id == offer_id, CONVERSATIONS.c.tenant_id == tenant_id
+            )
+        )
+    ).first()
+
+
+# --- customers ------------------------------------------------------------------------------
+
+
+async def customer(connection: AsyncConnection, tenant_id: str, key: str) -> Any:
+    return (
+        await connection.execute(
+            select(CUSTOMERS).where(
+                CUSTOMERS.c.tenant_id == tenant_id, CUSTOMERS.c.customer_key == key
+            )
+        )
+    ).first()
+
+
+async def remember_customer(
+    connection: AsyncConnection, tenant_id: str, key: str, **values: Any
+) -> None:
+    if await customer(connection, tenant_id, key) is None:
+        await connection.execute(
+            insert(CUSTOMERS).values(tenant_id=tenant_id, customer_key=key, **values)
+        )
+    elif values:
+        await connection.execute(
+            update(CUSTOMERS)
+            .where(CUSTOMERS.c.tenant_id == tenant_id, CUSTOMERS.c.customer_key == key)
+            .values(**values)
+        )
+
+
+async def segments(
+    connection: AsyncConnection, tenant_id: str, customer_id: str | None
+) -> set[str]:
+    if customer_id is None:
+        return set()
+    rows = await connection.execute(
+        select(SEGMENTS.c.segment_id).where(
+            SEGMENTS.c.tenant_id == tenant_id, SEGMENTS.c.customer_id == customer_id
+        )
+    )
+    return {row.segment_id for row in rows}
+
+
+async def enter_segment(
+    connection: AsyncConnection, tenant_id: str, customer_id: str, segment_id: str
+) -> None:
+    if segment_id not in await segments(connection, tenant_id, customer_id):
+        await connection.execute(
+            insert(SEGMENTS).values(
+                tenant_id=tenant_id, customer_id=customer_id, segment_id=segment_id
+            )
+        )
+
+
+async def leave_segment(
+    connection: AsyncConnection, tenant_id: str, customer_id: str, segment_id: str
+) -> None:
+    await connection.execute(
+        delete(SEGMENTS).where(
+            SEGMENTS.c.tenant_id == tenant_id,
+            SEGMENTS.c.customer_id == customer_id,
+            SEGMENTS.c.segment_id == segment_id,
+        )
+    )
+
+
+async def erase_customer(connection: AsyncConnection, tenant_id: str, customer_id: str) -> None:
+    """Forget everything linking conversations to the customer (segments, sticky agent)."""
+    keys = [
+        row.customer_key
+        for row in await connection.execute(
+            select(CUSTOMERS.c.customer_key).where(
+                CUSTOMERS.c.tenant_id == tenant_id, CUSTOMERS.c.customer_id == customer_id
+            )
+        )
+    ]
+    await connection.execute(
+        delete(SEGMENTS).where(
+            SEGMENTS.c.tenant_id == tenant_id, SEGMENTS.c.customer_id == customer_id
+        )
+    )
+    await connection.execute(
+        delete(CUSTOMERS).where(
+            CUSTOMERS.c.tenant_id == tenant_id, CUSTOMERS.c.customer_id == customer_id
+        )
+    )
+    condition = CONVERSATIONS.c.customer_id == customer_id
+    if keys:
+        condition = condition | CONVERSATIONS.c.customer_key.in_(keys)
+    await connection.execute(
+        update(CONVERSATIONS)
+        .where(and_(CONVERSATIONS.c.tenant_id == tenant_id, condition))
+        .values(customer_id=None, customer_key=None, preferred_agent=None)
+    )
+
+
+async def round_robin_last(connection: AsyncConnection, tenant_id: str, group: str) -> str | None:
+    return await connection.scalar(
+        select(ROUND_ROBIN.c.last_agent_id).where(
+            ROUND_ROBIN.c.tenant_id == tenant_id, ROUND_ROBIN.c.skill_group == group
+        )
+    )
+
+
+async def set_round_robin_last(
+    connection: AsyncConnection, tenant_id: str, group: str, agent_id: str
+) -> None:
+    result = await connection.execute(
+        update(ROUND_ROBIN)
+        .where(ROUND_ROBIN.c.tenant_id == tenant_id, ROUND_ROBIN.c.skill_group == group)
+        .values(last_agent_id=agent_id)
+    )
+    if result.rowcount == 0:
+        await connection.execute(
+            insert(ROUND_ROBIN).values(
+                tenant_id=tenant_id, skill_group=group, last_agent_id=agent_id
+            )
+        )
+
+
+def _aware(moment: datetime) -> datetime:
+    from datetime import UTC
+
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
