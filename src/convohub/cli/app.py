@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from convohub.cli import contracts, operations, up
+from convohub.cli import contracts, deploy, operations, route_sim, up
 
 app = typer.Typer(
     name="convohub",
@@ -15,8 +15,12 @@ app = typer.Typer(
 app.add_typer(contracts.app, name="contracts")
 app.add_typer(operations.topics_app, name="topics")
 app.add_typer(operations.dlq_app, name="dlq")
+app.add_typer(deploy.app, name="deploy")
 app.command(name="up")(up.up)
+app.command(name="serve")(up.serve_one)
+app.command(name="migrate")(up.migrate)
 app.command(name="replay")(operations.replay)
+app.command(name="route-sim")(route_sim.route_sim)
 
 
 def main() -> None:

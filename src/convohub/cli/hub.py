@@ -1,31 +1,24 @@
-"""The hub's HTTP application: what `convohub up` serves on its one port."""
+"""The event catalogue the hub serves next to the services: every event type, its JSON
+Schema and the AsyncAPI document, for integrators and BI, plus the index page."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
 
 from convohub.contracts.asyncapi import asyncapi_document
 from convohub.contracts.catalogue import UnknownEventTypeError, event_types, payload_class
 from convohub.contracts.personal import personal_data_paths
 from convohub.contracts.schemas import event_schema
 from convohub.contracts.topics import TOPICS
-from convohub.runtime.metrics import RuntimeMetrics
-from convohub.runtime.ops import ops_router
+from convohub.runtime.http import Problem
 
 
-def create_app(metrics: RuntimeMetrics | None = None) -> FastAPI:
-    """Build the hub's ASGI app (nothing is started at import time)."""
-    app = FastAPI(title="ConvoHub", version="0.1.0")
-    # /healthz, /readyz, /metrics; the services add their readiness checks as they land.
-    app.include_router(ops_router(metrics or RuntimeMetrics(), readiness_checks={}))
-
-    @app.exception_handler(UnknownEventTypeError)
-    async def unknown_event_type(_: Request, error: UnknownEventTypeError) -> JSONResponse:
-        body = {"error": {"code": "unknown_event_type", "message": str(error)}}
-        return JSONResponse(status_code=404, content=body)
+def catalogue_router() -> APIRouter:
+    """`/v1/contracts/...` and the index page `/`."""
+    app = APIRouter(tags=["contracts"])
 
     @app.get("/v1/contracts/topics")
     async def topics() -> list[dict[str, Any]]:
@@ -46,14 +39,17 @@ def create_app(metrics: RuntimeMetrics | None = None) -> FastAPI:
 
     @app.get("/v1/contracts/events/{event_type}/schema")
     async def schema(event_type: str) -> dict[str, Any]:
-        payload_class(event_type)  # raises UnknownEventTypeError -> 404
+        try:
+            payload_class(event_type)
+        except UnknownEventTypeError as error:
+            raise Problem(404, "unknown_event_type", str(error)) from None
         return event_schema(event_type)
 
     @app.get("/v1/contracts/asyncapi")
     async def asyncapi() -> dict[str, Any]:
         return asyncapi_document()
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
         rows = "".join(
             f"<tr><td><a href='/v1/contracts/events/{s['type']}/schema'>{s['type']}</a></td>"
