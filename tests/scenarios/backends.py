@@ -4,11 +4,13 @@ prefix), consumer groups and databases, so tests never see each other's records.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from kafka.admin import KafkaAdminClient
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -131,3 +133,16 @@ class KafkaPostgresBackend(Backend):
     async def _cleanup(self) -> None:
         for database in self._databases.values():
             await self._admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        if self._topics_created:
+            # A broker that keeps every test's topics (about a hundred partitions each)
+            # runs out of heap within a few runs of the suite.
+            await asyncio.to_thread(self._delete_topics)
+
+    def _delete_topics(self) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id="tests")
+        try:
+            mine = [name for name in admin.list_topics() if name.startswith(self.prefix)]
+            if mine:
+                admin.delete_topics(mine)
+        finally:
+            admin.close()

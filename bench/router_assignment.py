@@ -1,0 +1,193 @@
+"""Router assignment latency and throughput against raw SQL doing the same writes.
+
+Usage: uv run python bench/router_assignment.py [--agents 1000] [--conversations 10000]
+                                                [--batch 500]
+
+On SQLite (a temporary file): `--agents` agents online (web chat capacity 10 each), then
+`--conversations` conversations arrive in batches of `--batch`, each batch one unit of work
+as the router's projection applies it (create, classify, queue, choose an agent with the
+least-busy strategy, arbitrate capacity with conditional updates, emit classified, queued
+and assigned events into the outbox). The latency of a conversation is from the start of the
+batch that queued it to the commit of the unit of work that assigned it (the queued ->
+assigned event gap a consumer would see, before broker delivery). The baseline does the
+same rows' worth of raw SQL per conversation (an insert and a conditional capacity update,
+agent chosen round robin) in the same batches, with no routing decision and no events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import insert, update
+
+from convohub.contracts.events.agent import Presence, PresenceChangeReason
+from convohub.contracts.events.common import AgentTier, Channel
+from convohub.contracts.events.conversation import ConversationStarted
+from convohub.router.adapters import repository as repo
+from convohub.router.adapters.tables import AGENTS, CONVERSATIONS, METADATA
+from convohub.router.domain.config import RoutingConfig
+from convohub.router.handlers import Workflow, run_command
+from convohub.runtime.store import ProjectionStore, create_engine, migrate_runtime
+
+NOW = datetime(2026, 1, 5, 9, tzinfo=UTC)
+
+
+async def open_store(folder: Path, name: str) -> ProjectionStore:
+    store = ProjectionStore(create_engine(f"sqlite+aiosqlite:///{folder / name}"))
+    await migrate_runtime(store.engine)
+    async with store.engine.begin() as connection:
+        await connection.run_sync(METADATA.create_all)
+    return store
+
+
+async def roster(store: ProjectionStore, configs: dict[str, RoutingConfig], agents: int) -> None:
+    async def run(work: Workflow) -> None:
+        for n in range(agents):
+            agent_id = f"agent-{n:05d}"
+            await repo.upsert_agent(
+                work.connection,
+                "acme",
+                agent_id,
+                name=agent_id,
+                tier=AgentTier.MID,
+                skills={"support": 1 + n % 5},
+                capacity_total=10,
+                per_channel={"web_chat": 10},
+                now=NOW,
+            )
+            await work.presence(
+                "acme",
+                agent_id,
+                Presence.ONLINE,
+                PresenceChangeReason.LOGIN,
+                agent_id,
+                publish=False,
+            )
+        work.dirty.clear()
+
+    await run_command(store, configs, NOW, run)
+
+
+def started(n: int) -> ConversationStarted:
+    return ConversationStarted(
+        conversation_id=f"conv-{n:06d}",
+        channel=Channel.WEB_CHAT,
+        channel_id="chat",
+        customer={"channel": "web_chat", "channel_id": "chat", "address": f"visitor-{n}"},
+        started_at=NOW,
+    )
+
+
+async def router_run(
+    store: ProjectionStore, configs: dict[str, RoutingConfig], total: int, batch: int
+) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    began = time.perf_counter()
+    for first in range(0, total, batch):
+        numbers = range(first, min(total, first + batch))
+        batch_start = time.perf_counter()
+
+        async def apply(work: Workflow, numbers: range = numbers) -> None:
+            for n in numbers:
+                event = started(n)
+                await work.conversation_started("acme", event)
+                await work.contact("acme", event.conversation_id, Channel.WEB_CHAT, text="hello")
+
+        placed = await run_command(store, configs, NOW, _and_count(apply))
+        done = time.perf_counter()
+        latencies += [done - batch_start] * placed
+    return latencies, time.perf_counter() - began
+
+
+def _and_count(apply):  # type: ignore[no-untyped-def]
+    async def run(work: Workflow) -> int:
+        await apply(work)
+        placed = 0
+        while work.dirty:
+            placed += await work.dispatch(work.dirty.pop())
+        return placed
+
+    return run
+
+
+async def raw_run(store: ProjectionStore, agents: int, total: int, batch: int) -> float:
+    began = time.perf_counter()
+    for first in range(0, total, batch):
+        async with store.engine.begin() as connection:
+            for n in range(first, min(total, first + batch)):
+                agent_id = f"agent-{n % agents:05d}"
+                await connection.execute(
+                    insert(CONVERSATIONS).values(
+                        conversation_id=f"conv-{n:06d}",
+                        tenant_id="acme",
+                        channel="web_chat",
+                        state="assigned",
+                        agent_id=agent_id,
+                        excluded=[],
+                        history=[],
+                        attempts=1,
+                        vip=False,
+                    )
+                )
+                await connection.execute(
+                    update(AGENTS)
+                    .where(
+                        AGENTS.c.tenant_id == "acme",
+                        AGENTS.c.agent_id == agent_id,
+                        AGENTS.c.load < AGENTS.c.capacity,
+                    )
+                    .values(load=AGENTS.c.load + 1)
+                )
+    return time.perf_counter() - began
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--conversations", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=500)
+    args = parser.parse_args()
+    configs = {
+        "acme": RoutingConfig.model_validate(
+            {"skill_groups": [{"id": "support"}], "default_skill_group": "support"}
+        )
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        raw_store = await open_store(Path(folder), "raw.db")
+        await roster(raw_store, configs, args.agents)
+        raw_seconds = await raw_run(raw_store, args.agents, args.conversations, args.batch)
+        store = await open_store(Path(folder), "router.db")
+        await roster(store, configs, args.agents)
+        latencies, seconds = await router_run(store, configs, args.conversations, args.batch)
+        await raw_store.engine.dispose()
+        await store.engine.dispose()
+    raw_rate = args.conversations / raw_seconds
+    rate = len(latencies) / seconds
+    print(f"{args.agents:,} agents, {args.conversations:,} conversations, batches of {args.batch}")
+    print(f"  raw SQL baseline (insert + conditional update) {raw_rate:>10,.0f} /s")
+    print(
+        f"  router decisions (assigned)                    {rate:>10,.0f} /s"
+        f"   ratio {rate / raw_rate:.2f}"
+    )
+    print(f"  assigned {len(latencies):,} of {args.conversations:,}")
+    if latencies:
+        print(
+            f"  queued -> assigned latency p50 {percentile(latencies, 0.5) * 1000:,.0f} ms"
+            f"  p99 {percentile(latencies, 0.99) * 1000:,.0f} ms"
+            f"  mean {statistics.fmean(latencies) * 1000:,.0f} ms"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

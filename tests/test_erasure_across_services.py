@@ -1,0 +1,191 @@
+"""Erasure across the whole hub: a customer writes in over SMS and e-mail through ingest's
+real webhooks, an admin erases them through crm, and every service applies the `erased`
+event. Afterwards the phone number, e-mail address and message texts are in no service's
+database and in no log line. A second test rebuilds every projection from the log and
+checks that nothing comes back; it records the one known gap (strict xfail).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convohub.contracts.topics import CUSTOMER, TOPICS
+from convohub.ingest.adapters.signatures import twilio_signature
+from convohub.runtime.config import load_config
+from convohub.runtime.metrics import RuntimeMetrics
+from convohub.runtime.replay import replay
+from convohub.runtime.service import (
+    ServiceContext,
+    SystemClock,
+    available_services,
+    load_service_factory,
+)
+from convohub.runtime.store import ProjectionStore
+from tests.scenarios.backends import EmbeddedBackend
+from tests.support.hub import RunningHub, eventually, running_hub
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "convohub.example.yaml"
+ADMIN = "dev-acme-admin-key-0001"
+PHONE = "+14155550123"
+EMAIL = "jane.doe@example.com"
+SMS_TEXT = "my parcel 7Q4 never arrived, call me"
+MAIL_TEXT = "The blender I bought in May is broken"
+SECRETS = ("4155550123", EMAIL, "jane.doe", SMS_TEXT, MAIL_TEXT, "never arrived", "blender")
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[EmbeddedBackend]:
+    backend = EmbeddedBackend(tmp_path)
+    yield backend
+    await backend.close()
+
+
+def services(config: Any) -> list[Any]:
+    return [load_service_factory(name)(config) for name in sorted(available_services())]
+
+
+async def sms(hub: RunningHub) -> None:
+    params = [
+        ("MessageSid", "SM0123456789abcdef0123456789abcdef"),
+        ("AccountSid", "ACdevaccount"),
+        ("From", PHONE),
+        ("To", "+15005550006"),
+        ("Body", SMS_TEXT),
+        ("NumMedia", "0"),
+    ]
+    path = "/v1/webhooks/twilio/sms-main"
+    signature = twilio_signature("dev-sms-auth-token", "http://127.0.0.1:8080" + path, params)
+    response = await hub.client.post(
+        path, data=dict(params), headers={"X-Twilio-Signature": signature}
+    )
+    assert response.status_code == 200, response.text
+
+
+async def mail(hub: RunningHub) -> None:
+    message = EmailMessage()
+    message["From"] = f"Jane Doe <{EMAIL}>"
+    message["To"] = "support@acme.example"
+    message["Subject"] = "Broken blender"
+    message["Message-ID"] = "<first-mail@example.com>"
+    message.set_content(MAIL_TEXT)
+    body = message.as_bytes()
+    digest = hmac.new(b"dev-email-signing-secret", body, hashlib.sha256).hexdigest()
+    response = await hub.client.post(
+        "/v1/webhooks/email/email-support",
+        content=body,
+        headers={"Content-Type": "message/rfc822", "X-ConvoHub-Signature-256": f"sha256={digest}"},
+    )
+    assert response.status_code in (200, 202), response.text
+
+
+async def customer_of(hub: RunningHub, identifier: str) -> str:
+    async def found() -> str | None:
+        response = await hub.client.get(
+            "/v1/customers/lookup", params={"identifier": identifier}, headers=hub.auth(ADMIN)
+        )
+        return response.json()["customer_id"] if response.status_code == 200 else None
+
+    return await eventually(found, f"crm to know {identifier}")
+
+
+async def caught_up(hub: RunningHub) -> bool:
+    """Every consumer group of every service has applied everything on its topics."""
+    names = [topic.name for topic in TOPICS]
+    ends = await hub.bus.end_offsets(names)
+    for service in hub.host.services:
+        store: ProjectionStore = hub.host.stores[service.name]
+        for projection in service.projections():
+            positions = await store.positions(projection.name)
+            for (topic, partition), end in ends.items():
+                if (
+                    topic in projection.topics
+                    and end
+                    and positions.get((topic, partition), 0) < end
+                ):
+                    return False
+    return True
+
+
+def leaks(folder: Path) -> list[str]:
+    """Every (database, table, secret) where a secret is still stored."""
+    found = []
+    for database in sorted(folder.glob("*.sqlite3")):
+        if database.name.startswith("log"):
+            continue  # the log itself is immutable; erasure is about the projections
+        with sqlite3.connect(database) as connection:
+            tables = [
+                row[0]
+                for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ]
+            for table in tables:
+                for row in connection.execute(f'SELECT * FROM "{table}"'):
+                    text = " ".join(
+                        value.decode(errors="ignore") if isinstance(value, bytes) else str(value)
+                        for value in row
+                    )
+                    found += [f"{database.name}:{table}: {s}" for s in SECRETS if s in text]
+    return sorted(set(found))
+
+
+async def write_in_and_erase(backend: EmbeddedBackend, tmp_path: Path, config: Any) -> None:
+    """The customer writes over SMS and e-mail; an admin erases them; every service applies it."""
+    async with running_hub(backend, services(config), config) as hub:
+        await sms(hub)
+        await mail(hub)
+        customers = {await customer_of(hub, PHONE), await customer_of(hub, EMAIL)}
+        await eventually(lambda: caught_up(hub), "every service to apply the messages")
+        assert leaks(tmp_path), "the test must see the data before the erasure"
+
+        for customer_id in customers:
+            response = await hub.client.post(
+                f"/v1/customers/{customer_id}/erase", headers=hub.auth(ADMIN)
+            )
+            assert response.status_code == 202, response.text
+        await hub.wait_for_events(
+            CUSTOMER.name, lambda e: e.type == "convohub.customer.erased.v1", count=len(customers)
+        )
+        await eventually(lambda: caught_up(hub), "every service to apply the erasure")
+
+
+async def test_after_erasure_no_service_keeps_the_person_nor_logs_it(
+    backend: EmbeddedBackend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await write_in_and_erase(backend, tmp_path, load_config(EXAMPLE, dict(os.environ)))
+    assert leaks(tmp_path) == [], "the live projections still hold personal data"
+    output = capsys.readouterr()
+    for secret in SECRETS:
+        assert secret not in output.out + output.err, f"a log line carries {secret!r}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: on a full replay ingest's outbound intake rebuilds "
+    "ingest_outbound_threads (the customer's address, name and subject) after it has "
+    "applied the erasure; it needs an erasure ledger that survives a rebuild, as crm has",
+)
+async def test_after_erasure_a_full_replay_of_every_service_brings_nothing_back(
+    backend: EmbeddedBackend, tmp_path: Path
+) -> None:
+    config = load_config(EXAMPLE, dict(os.environ))
+    await write_in_and_erase(backend, tmp_path, config)
+    # The full replay an operator runs with `convohub replay NAME`, for every projection
+    # of every service: its tables dropped, recreated and rebuilt from the start of the log.
+    bus = await backend.bus()
+    for service in services(config):
+        store = await backend.store(service.name)
+        service.context = ServiceContext(
+            service.name, config, bus, store, RuntimeMetrics(), SystemClock()
+        )
+        for projection in service.projections():
+            result = await replay(bus, store, projection)
+            assert result.records > 0, projection.name
+    assert leaks(tmp_path) == [], "a rebuilt projection brought personal data back"
