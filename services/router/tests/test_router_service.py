@@ -139,6 +139,14 @@ async def test_offer_expires_and_is_offered_again_then_accepted(embedded: Any) -
         first = offered[0].data
         assert first.agent_id == "a1"
         assert first.attempt == 1
+        mine = await hub.client.get("/v1/offers", headers=hub.auth(KEYS["a1"]))
+        assert [o["offer_id"] for o in mine.json()["offers"]] == [first.offer_id]
+        theirs = await hub.client.get("/v1/offers", headers=hub.auth(KEYS["a2"]))
+        assert theirs.json()["offers"] == [], "an agent sees only its own offers"
+        peek = await hub.client.get("/v1/offers?agent_id=a1", headers=hub.auth(KEYS["a2"]))
+        assert peek.status_code == 403
+        every = await hub.client.get("/v1/offers", headers=hub.auth(SUPERVISOR))
+        assert [o["conversation_id"] for o in every.json()["offers"]] == ["o1"]
         wrong = await hub.client.post(
             f"/v1/offers/{first.offer_id}/accept", headers=hub.auth(KEYS["a2"])
         )

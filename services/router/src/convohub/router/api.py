@@ -197,6 +197,32 @@ def build_routes(
         await command(run)
         return {"agent_id": agent_id, "received_at": now()}
 
+    @router.get("/v1/offers")
+    async def list_offers(principal: AnyRole, agent_id: str | None = None) -> dict[str, Any]:
+        """Offers waiting for an answer: an agent key sees its own; supervisors see every
+        agent's, or one agent's with `agent_id`."""
+        if not principal.has(Role.SUPERVISOR):
+            if agent_id is not None:
+                _acting_as(principal, agent_id)
+            agent_id = principal.agent_id or ""
+        rows = await read(lambda c: repo.pending_offers(c, principal.tenant_id, agent_id))
+        return {
+            "offers": [
+                {
+                    "offer_id": row.offer_id,
+                    "conversation_id": row.conversation_id,
+                    "agent_id": row.agent_id,
+                    "channel": row.channel,
+                    "skill_group": row.skill_group,
+                    "priority": row.priority,
+                    "vip": row.vip,
+                    "queued_at": row.queued_at,
+                    "expires_at": row.offer_expires_at,
+                }
+                for row in rows
+            ]
+        }
+
     @router.post("/v1/offers/{offer_id}/accept")
     async def accept(offer_id: str, principal: AnyRole) -> dict[str, Any]:
         acting = None if principal.has(Role.SUPERVISOR) else (principal.agent_id or "")

@@ -359,6 +359,18 @@ async def expired_offers(connection: AsyncConnection, tenant_id: str, now: datet
     ).all()
 
 
+async def pending_offers(
+    connection: AsyncConnection, tenant_id: str, agent_id: str | None
+) -> list[Any]:
+    """Offers waiting for an answer (of one agent, or all), the oldest queued first."""
+    query = select(CONVERSATIONS).where(
+        CONVERSATIONS.c.tenant_id == tenant_id, CONVERSATIONS.c.state == "offered"
+    )
+    if agent_id is not None:
+        query = query.where(CONVERSATIONS.c.agent_id == agent_id)
+    return (await connection.execute(query.order_by(CONVERSATIONS.c.queued_at))).all()
+
+
 async def offer(connection: AsyncConnection, offer_id: str, tenant_id: str) -> Any:
     return (
         await connection.execute(
