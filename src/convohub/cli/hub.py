@@ -59,8 +59,9 @@ def catalogue_router() -> APIRouter:
         return (
             "<!doctype html><meta charset=utf-8><title>ConvoHub</title>"
             "<style>body{font:14px system-ui;margin:2em}td{padding:2px 8px}</style>"
-            "<h1>ConvoHub</h1><p>The hub is running. Services arrive with their issues; "
-            "today it serves the event catalogue. "
+            "<h1>ConvoHub</h1><p>The hub is running: every service's API, "
+            "the event catalogue below and the ops console. "
+            "<a href='/console'>Ops console</a> · "
             "<a href='/v1/contracts/asyncapi'>AsyncAPI</a> · <a href='/docs'>API docs</a></p>"
             f"<table><tr><th>event type</th><th>topic</th><th>what happened</th></tr>{rows}</table>"
         )

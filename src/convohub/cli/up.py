@@ -2,8 +2,9 @@
 
 `up` runs every installed service in one process on the embedded default (the log and one
 SQLite file per service under `./.convohub/`), on one HTTP port that also serves the event
-catalogue. Without `--config` or `CONVOHUB_CONFIG` it loads `./.convohub/convohub.yaml`,
-which its first run writes from the documented example (with fresh keys, printed).
+catalogue and the ops console (`/console`). Without `--config` or `CONVOHUB_CONFIG` it loads
+`./.convohub/convohub.yaml`, which its first run writes from the documented example (with
+fresh keys, printed).
 
 `serve NAME` runs one service alone, the way a pod runs it (usually with
 `CONVOHUB_MODE=distributed`, Kafka and PostgreSQL). Both validate `convohub.yaml` (given
@@ -19,6 +20,7 @@ from typing import Annotated
 
 import typer
 
+from convohub.cli.console import console_router
 from convohub.cli.hosting import build_host, load_settings, overrides_for, serve
 from convohub.cli.hub import catalogue_router
 from convohub.cli.sample import describe_keys, ensure_sample_config
@@ -58,7 +60,9 @@ def up(
         f"(services: {', '.join(names) or 'none'}; data in {settings.data_dir.resolve()}; "
         f"{len(hub_config.tenants)} tenant(s) configured); Ctrl-C stops"
     )
-    serve(settings, service_host, banner=banner, extra_routers=[catalogue_router()])
+    serve(
+        settings, service_host, banner=banner, extra_routers=[catalogue_router(), console_router()]
+    )
 
 
 def serve_one(
