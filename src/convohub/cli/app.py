@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from convohub.cli import contracts, deploy, operations, route_sim, up
+from convohub.cli import contracts, deploy, operations, route_sim, simulate, up
 
 app = typer.Typer(
     name="convohub",
@@ -21,6 +21,7 @@ app.command(name="serve")(up.serve_one)
 app.command(name="migrate")(up.migrate)
 app.command(name="replay")(operations.replay)
 app.command(name="route-sim")(route_sim.route_sim)
+app.command(name="simulate")(simulate.simulate_command)
 
 
 def main() -> None:
