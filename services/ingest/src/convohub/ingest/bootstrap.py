@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+import structlog
 from fastapi import APIRouter
 from pydantic import ValidationError
 
+from convohub.contracts.events.common import Channel
 from convohub.ingest.adapters.tables import METADATA
 from convohub.ingest.api import ChannelEdge, channel_routes
 from convohub.ingest.api.desk import desk_router
@@ -25,11 +27,24 @@ from convohub.ingest.domain.settings import ChannelSettings
 from convohub.ingest.handlers.conversations import ConversationStateProjection
 from convohub.ingest.handlers.delivery import desk_background, desk_projections
 from convohub.ingest.handlers.inbound import InboundPipeline
+from convohub.ingest.sdk import AdapterRegistry, load_adapters
 from convohub.runtime.config import ConfigError, ConfigProblem, HubConfig
 from convohub.runtime.projection import Projection
 from convohub.runtime.service import Service
 
-__all__ = ["IngestService", "create_service", "validate_channel_settings"]
+__all__ = [
+    "IngestService",
+    "create_service",
+    "validate_channel_adapters",
+    "validate_channel_settings",
+]
+
+log = structlog.get_logger(__name__)
+
+# Channel kinds served by a built-in route whatever the provider says.
+_BUILT_IN_KINDS = frozenset(
+    {Channel.WEB_CHAT, Channel.SMS, Channel.WHATSAPP, Channel.VOICE, Channel.API}
+)
 
 
 def validate_channel_settings(config: HubConfig) -> dict[tuple[str, str], ChannelSettings]:
@@ -51,19 +66,63 @@ def validate_channel_settings(config: HubConfig) -> dict[tuple[str, str], Channe
     return found
 
 
+def validate_channel_adapters(config: HubConfig, adapters: AdapterRegistry) -> None:
+    """ConfigError when a channel's `provider` names an adapter that failed to load, or an
+    adapter's channel lacks a secret it requires; a channel no route serves is logged."""
+    problems: list[ConfigProblem] = []
+    for tenant_index, tenant in enumerate(config.tenants):
+        for channel_index, channel in enumerate(tenant.channels):
+            path = f"tenants[{tenant_index}].channels[{channel_index}]"
+            provider = (channel.provider or "").lower()
+            if provider in adapters.errors:
+                problems.append(
+                    ConfigProblem(
+                        f"{path}.provider",
+                        f"the channel adapter {provider!r} ({adapters.errors[provider]}) "
+                        "did not load",
+                    )
+                )
+                continue
+            adapter = adapters.for_channel(channel.type, channel.provider)
+            if adapter is None:
+                if channel.type not in _BUILT_IN_KINDS:
+                    log.warning(
+                        "no channel adapter serves this channel; its webhooks answer 404",
+                        tenant=tenant.id,
+                        channel=channel.id,
+                        kind=channel.type.value,
+                        provider=channel.provider,
+                        installed=sorted(adapters.adapters),
+                    )
+                continue
+            for secret in adapter.required_secrets:
+                if secret not in channel.secrets:
+                    problems.append(
+                        ConfigProblem(
+                            f"{path}.secrets.{secret}",
+                            f"the {adapter.name!r} channel adapter needs this secret",
+                        )
+                    )
+    if problems:
+        raise ConfigError("convohub.yaml", problems)
+
+
 class IngestService(Service):
     name = "ingest"
     metadata = METADATA
 
-    def __init__(self, config: HubConfig) -> None:
+    def __init__(self, config: HubConfig, adapters: AdapterRegistry | None = None) -> None:
         self.config = config
         self.channel_settings = validate_channel_settings(config)
+        self.adapters = adapters if adapters is not None else load_adapters()
+        validate_channel_adapters(config, self.adapters)
         self.pipeline = InboundPipeline(lambda: self.context)
         self.edge = ChannelEdge(
             config=config,
             settings=self.channel_settings,
             pipeline=self.pipeline,
             context=lambda: self.context,
+            adapters=self.adapters,
         )
 
     def routes(self) -> APIRouter:
@@ -79,6 +138,7 @@ class IngestService(Service):
         return desk_background(self)
 
 
-def create_service(config: HubConfig) -> IngestService:
-    """The ingest service for `config` (ConfigError when a channel's settings are wrong)."""
-    return IngestService(config)
+def create_service(config: HubConfig, adapters: AdapterRegistry | None = None) -> IngestService:
+    """The ingest service for `config` with the installed channel adapters (or `adapters`);
+    ConfigError when a channel's settings are wrong."""
+    return IngestService(config, adapters)

@@ -6,9 +6,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from email import message_from_bytes, policy
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import Request
 
@@ -22,11 +21,12 @@ from convohub.ingest.handlers.inbound import (
     ClaimBusyError,
     InboundPipeline,
 )
+from convohub.ingest.sdk import AdapterChannel, AdapterRegistry, RequestRejected, WebhookRequest
 from convohub.runtime.config import ChannelConfig, HubConfig, Tenant
 from convohub.runtime.http import Problem
 from convohub.runtime.service import ServiceContext
 
-__all__ = ["ChannelEdge", "EdgeChannel", "payload_problem"]
+__all__ = ["ChannelEdge", "EdgeChannel", "payload_problem", "rejected_problem", "signed_urls"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,19 @@ class EdgeChannel:
                 403, "channel_not_configured", f"channel {self.id!r} has no secret {name!r}"
             ) from None
 
+    def for_adapter(self, now: Any) -> AdapterChannel:
+        """The channel as a channel adapter (`convohub.ingest.sdk`) sees it."""
+        return AdapterChannel(
+            tenant_id=self.tenant.id,
+            channel_id=self.id,
+            type=self.config.type,
+            provider=self.config.provider,
+            settings=self.settings,
+            options=dict(self.config.settings),
+            secrets={name: value.get_secret_value() for name, value in self.config.secrets.items()},
+            now=now,
+        )
+
 
 @dataclass
 class ChannelEdge:
@@ -57,6 +70,7 @@ class ChannelEdge:
     settings: dict[tuple[str, str], ChannelSettings]
     pipeline: InboundPipeline
     context: Callable[[], ServiceContext]
+    adapters: AdapterRegistry = field(default_factory=lambda: AdapterRegistry({}))
     limiter: RateLimiter = field(default_factory=RateLimiter)
     monotonic: Callable[[], float] = time.monotonic
 
@@ -154,26 +168,35 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def parse_form(request: Request, body: bytes) -> list[tuple[str, str]]:
     """Form fields of an urlencoded or multipart body (files: their text, if any)."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        document = message_from_bytes(
-            f"Content-Type: {content_type}\r\n\r\n".encode() + body, policy=policy.HTTP
-        )
-        if not document.is_multipart():
-            raise Problem(400, "bad_request", "the multipart body cannot be read")
-        fields = []
-        for part in document.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            if not isinstance(name, str) or part.get_filename():
-                continue  # attachments are metadata only; their bytes are not kept
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes):
-                fields.append((name, payload.decode("utf-8", "replace")))
-        return fields
-    if content_type and not content_type.startswith("application/x-www-form-urlencoded"):
-        raise Problem(415, "unsupported_media_type", "send application/x-www-form-urlencoded")
+    webhook = WebhookRequest(
+        request.method,
+        str(request.url),
+        {"content-type": request.headers.get("content-type", "")},
+        body,
+    )
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise Problem(400, "bad_request", "the form is not UTF-8") from None
-    return parse_qsl(text, keep_blank_values=True)
+        return webhook.form()
+    except RequestRejected as error:
+        raise rejected_problem(error) from None
+
+
+def rejected_problem(error: RequestRejected) -> Problem:
+    return Problem(error.status, error.code, error.detail)
+
+
+def signed_urls(request: Request, settings: ChannelSettings) -> list[str]:
+    """The URL a provider signed: the configured public base URL behind a proxy, else the
+    request's; with and without an explicit default port, as providers may use either."""
+    url = str(request.url)
+    if settings.public_base_url:
+        path_and_query = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        url = settings.public_base_url.rstrip("/") + path_and_query
+    parts = urlsplit(url)
+    candidates = [url]
+    default_port = {"https": 443, "http": 80}.get(parts.scheme)
+    if parts.port is None and default_port and parts.hostname:
+        candidates.append(urlunsplit(parts._replace(netloc=f"{parts.netloc}:{default_port}")))
+    elif parts.port == default_port and parts.hostname:
+        netloc = parts.netloc.rsplit(":", 1)[0]
+        candidates.append(urlunsplit(parts._replace(netloc=netloc)))
+    return candidates

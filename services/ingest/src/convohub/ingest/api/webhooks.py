@@ -1,4 +1,5 @@
-"""Provider webhooks: Twilio Messaging and Voice, WhatsApp Cloud API, raw e-mail, Mailgun.
+"""Provider webhooks: Twilio Messaging and Voice, WhatsApp Cloud API. (Raw e-mail and
+Mailgun are channel adapters on the SDK, served by `api.adapters`.)
 
 Each verifies the provider's own signature with the channel's secret, parses the
 provider's documented format, and answers 2xx only once the event log acknowledged.
@@ -9,26 +10,20 @@ from __future__ import annotations
 import hmac
 import json
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 
 from convohub.contracts.events.common import Channel
-from convohub.ingest.adapters import email as email_format
 from convohub.ingest.adapters import twilio, whatsapp
-from convohub.ingest.adapters.signatures import (
-    body_hmac_sha256_valid,
-    mailgun_signature_valid,
-    meta_signature_valid,
-    twilio_signature_valid,
-)
+from convohub.ingest.adapters.signatures import meta_signature_valid, twilio_signature_valid
 from convohub.ingest.api.edge import (
     ChannelEdge,
     EdgeChannel,
     parse_form,
     payload_problem,
     read_body,
+    signed_urls,
 )
 from convohub.ingest.domain.inbound import PayloadError
 from convohub.runtime.http import Problem
@@ -36,29 +31,10 @@ from convohub.runtime.http import Problem
 __all__ = ["webhooks_router"]
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
-SIGNATURE_HEADER = "X-ConvoHub-Signature-256"
 
 
 def _twiml() -> Response:
     return Response(EMPTY_TWIML, media_type="text/xml")
-
-
-def _signed_urls(request: Request, channel: EdgeChannel) -> list[str]:
-    """The URL Twilio signed: the configured public base URL behind a proxy, else the
-    request's; with and without an explicit default port, as Twilio may have used either."""
-    url = str(request.url)
-    if channel.settings.public_base_url:
-        path_and_query = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        url = channel.settings.public_base_url.rstrip("/") + path_and_query
-    parts = urlsplit(url)
-    candidates = [url]
-    default_port = {"https": 443, "http": 80}.get(parts.scheme)
-    if parts.port is None and default_port and parts.hostname:
-        candidates.append(urlunsplit(parts._replace(netloc=f"{parts.netloc}:{default_port}")))
-    elif parts.port == default_port and parts.hostname:
-        netloc = parts.netloc.rsplit(":", 1)[0]
-        candidates.append(urlunsplit(parts._replace(netloc=netloc)))
-    return candidates
 
 
 async def _verified_twilio_form(request: Request, channel: EdgeChannel) -> dict[str, str]:
@@ -68,7 +44,7 @@ async def _verified_twilio_form(request: Request, channel: EdgeChannel) -> dict[
         raise Problem(401, "missing_signature", "the X-Twilio-Signature header is required")
     params = parse_form(request, body)
     if not twilio_signature_valid(
-        channel.secret("auth_token"), _signed_urls(request, channel), params, presented
+        channel.secret("auth_token"), signed_urls(request, channel.settings), params, presented
     ):
         raise Problem(403, "invalid_signature", "X-Twilio-Signature does not match")
     return dict(params)
@@ -189,59 +165,5 @@ def webhooks_router(edge: ChannelEdge) -> APIRouter:
             await edge.run(edge.pipeline.status(channel.tenant.id, channel.id, status))
             accepted += 1
         return {"status": "accepted", "items": accepted}
-
-    @router.post(
-        "/email/{channel_id}",
-        summary="A raw RFC 5322 e-mail (Content-Type: message/rfc822), signed by the sender",
-        status_code=202,
-    )
-    async def email_raw(channel_id: str, request: Request) -> JSONResponse:
-        channel = edge.channel(channel_id, [Channel.EMAIL])
-        edge.limit(channel, "webhook")
-        body = await read_body(request, channel.settings.max_body_bytes)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "message/rfc822":
-            raise Problem(415, "unsupported_media_type", "send Content-Type: message/rfc822")
-        header = request.headers.get(SIGNATURE_HEADER.lower())
-        if not header:
-            raise Problem(401, "missing_signature", f"the {SIGNATURE_HEADER} header is required")
-        if not body_hmac_sha256_valid(channel.secret("inbound_signing_secret"), body, header):
-            raise Problem(403, "invalid_signature", f"{SIGNATURE_HEADER} does not match")
-        try:
-            message = email_format.parse_rfc822(body, channel_id=channel.id, now=now())
-        except PayloadError as error:
-            raise payload_problem(error) from None
-        accepted = await edge.run(edge.pipeline.message(channel.tenant.id, message))
-        return JSONResponse({**accepted.outcome, "duplicate": accepted.duplicate}, status_code=202)
-
-    @router.post("/mailgun/{channel_id}", summary="Mailgun inbound route (signed)")
-    async def mailgun(channel_id: str, request: Request) -> dict[str, Any]:
-        channel = edge.channel(channel_id, [Channel.EMAIL])
-        edge.limit(channel, "webhook")
-        body = await read_body(request, channel.settings.max_body_bytes)
-        form = dict(parse_form(request, body))
-        timestamp, token, signature = (
-            form.get("timestamp", ""),
-            form.get("token", ""),
-            form.get("signature", ""),
-        )
-        if not (timestamp and token and signature):
-            raise Problem(401, "missing_signature", "timestamp, token and signature are required")
-        if not mailgun_signature_valid(
-            channel.secret("mailgun_signing_key"), timestamp, token, signature
-        ):
-            raise Problem(403, "invalid_signature", "the Mailgun signature does not match")
-        try:
-            age = abs(now().timestamp() - float(timestamp))
-        except ValueError:
-            raise Problem(403, "invalid_signature", "timestamp is not a Unix time") from None
-        if age > channel.settings.signature_tolerance_seconds:
-            raise Problem(403, "stale_signature", "the signed timestamp is too old (replay?)")
-        try:
-            message = email_format.parse_mailgun(form, channel_id=channel.id, now=now())
-        except PayloadError as error:
-            raise payload_problem(error) from None
-        accepted = await edge.run(edge.pipeline.message(channel.tenant.id, message))
-        return {**accepted.outcome, "duplicate": accepted.duplicate}
 
     return router

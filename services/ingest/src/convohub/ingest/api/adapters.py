@@ -1,0 +1,127 @@
+"""Webhooks of the installed channel adapters (`convohub.channels` entry points): one
+`POST /v1/webhooks/{name}/{channel_id}` per adapter, the same steps for every one.
+
+The adapter verifies and parses; ingest finds the channel (404 unless it is configured with
+a kind and provider the adapter serves), limits body size and rate, runs each parsed item
+through the inbound pipeline (dedupe, placement, events, broker ack) and only then answers
+with the adapter's reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from convohub.ingest.api.edge import (
+    ChannelEdge,
+    EdgeChannel,
+    payload_problem,
+    read_body,
+    rejected_problem,
+    signed_urls,
+)
+from convohub.ingest.domain.inbound import PayloadError
+from convohub.ingest.handlers.inbound import Accepted
+from convohub.ingest.sdk import (
+    ChannelAdapter,
+    InboundCall,
+    InboundMessage,
+    InboundStatus,
+    Receipt,
+    RequestRejected,
+    WebhookRequest,
+)
+from convohub.runtime.http import Problem
+
+__all__ = ["BUILT_IN_ROUTES", "adapter_routes"]
+
+BUILT_IN_ROUTES = frozenset({"twilio", "twilio-voice", "whatsapp"})
+"""Webhook path names served by the built-in routes, so no adapter may take them."""
+
+
+def adapter_routes(edge: ChannelEdge) -> APIRouter:
+    router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+    for name, adapter in sorted(edge.adapters.adapters.items()):
+        if name in BUILT_IN_ROUTES:
+            continue
+        router.add_api_route(
+            f"/{name}/{{channel_id}}",
+            _endpoint(edge, adapter),
+            methods=["POST"],
+            name=f"adapter_webhook_{name}",
+            summary=adapter.summary or f"{name} webhook (channel adapter)",
+            status_code=adapter.success_status,
+            response_class=Response,
+            responses={
+                adapter.success_status: {"description": "Accepted: every item is on the log"}
+            },
+        )
+    return router
+
+
+def _endpoint(
+    edge: ChannelEdge, adapter: ChannelAdapter
+) -> Callable[[str, Request], Coroutine[Any, Any, Response]]:
+    async def receive(channel_id: str, request: Request) -> Response:
+        channel = _channel(edge, adapter, channel_id)
+        edge.limit(channel, "webhook")
+        body = await read_body(request, channel.settings.max_body_bytes)
+        webhook = WebhookRequest(
+            method=request.method,
+            url=signed_urls(request, channel.settings)[0],
+            headers={name.lower(): value for name, value in request.headers.items()},
+            body=body,
+            query=tuple(request.query_params.multi_items()),
+        )
+        view = channel.for_adapter(edge.context().clock.now())
+        try:
+            adapter.verify(webhook, view)
+            items = list(adapter.parse(webhook, view))
+        except RequestRejected as error:
+            raise rejected_problem(error) from None
+        except PayloadError as error:
+            raise payload_problem(error) from None
+        receipts = []
+        for item in items:
+            accepted = await edge.run(_accept(edge, channel, adapter, item))
+            receipts.append(Receipt(outcome=accepted.outcome, duplicate=accepted.duplicate))
+        reply = adapter.reply(receipts)
+        return Response(reply.body, status_code=reply.status_code, media_type=reply.media_type)
+
+    receive.__name__ = f"adapter_webhook_{adapter.name.replace('-', '_')}"
+    return receive
+
+
+def _channel(edge: ChannelEdge, adapter: ChannelAdapter, channel_id: str) -> EdgeChannel:
+    channel = edge.channel(channel_id, adapter.channel_types)
+    if not adapter.serves(channel.config.type, channel.config.provider):
+        raise Problem(404, "unknown_channel", f"no such channel: {channel_id!r}")
+    return channel
+
+
+def _accept(
+    edge: ChannelEdge, channel: EdgeChannel, adapter: ChannelAdapter, item: Any
+) -> Coroutine[Any, Any, Accepted]:
+    tenant_id = channel.tenant.id
+    if isinstance(item, InboundMessage):
+        _same_channel(adapter, channel, item.customer.channel_id)
+        return edge.pipeline.message(
+            tenant_id, item, human_keywords=channel.settings.human_request_keywords
+        )
+    if isinstance(item, InboundStatus):
+        return edge.pipeline.status(tenant_id, channel.id, item)
+    if isinstance(item, InboundCall):
+        _same_channel(adapter, channel, item.customer.channel_id)
+        return edge.pipeline.call(tenant_id, item)
+    raise TypeError(f"adapter {adapter.name!r} parsed a {type(item).__name__}, not an Inbound")
+
+
+def _same_channel(adapter: ChannelAdapter, channel: EdgeChannel, channel_id: str) -> None:
+    if channel_id != channel.id:  # an adapter bug, not bad input: refuse to mis-file it
+        raise TypeError(
+            f"adapter {adapter.name!r} attributed an item to channel {channel_id!r}, "
+            f"not {channel.id!r}"
+        )

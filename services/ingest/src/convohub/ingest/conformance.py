@@ -1,0 +1,1 @@
+"""The channel adapter conformance kit (placeholder while it is written)."""
