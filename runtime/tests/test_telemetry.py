@@ -29,6 +29,7 @@ from convohub.runtime.telemetry import (
     consume_span,
     extract_context,
     inject_traceparent,
+    recording_tracer,
     setup_telemetry,
 )
 
@@ -143,7 +144,12 @@ def test_the_resource_names_the_service_and_nothing_is_exported_without_endpoint
     telemetry: Telemetry,
 ) -> None:
     assert telemetry.tracer_provider.resource.attributes["service.name"] == "test-service"
-    assert not telemetry.exporting
+    assert telemetry.exporting, "an added span processor sees the spans"
+    assert recording_tracer(telemetry) is not None
+    bare = build_telemetry(RuntimeSettings(service_name="bare", otel_exporter_otlp_endpoint=None))
+    assert not bare.exporting
+    assert recording_tracer(bare) is None, "no per-request or per-event spans nobody sees"
+    bare.shutdown()
 
 
 class _Collector(BaseHTTPRequestHandler):

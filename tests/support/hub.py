@@ -26,6 +26,7 @@ from convohub.runtime.app import create_service_app
 from convohub.runtime.bus.port import EventBus
 from convohub.runtime.config import HubConfig
 from convohub.runtime.service import Clock, Service, ServiceHost
+from convohub.runtime.telemetry import Telemetry
 from tests.scenarios.backends import Backend, EmbeddedBackend, KafkaPostgresBackend
 
 __all__ = ["RunningHub", "backend_for", "eventually", "running_hub"]
@@ -118,11 +119,21 @@ async def running_hub(
     config: HubConfig,
     *,
     clock: Clock | None = None,
+    telemetry: Telemetry | None = None,
 ) -> AsyncIterator[RunningHub]:
-    """Start `services` on `backend` (each with its own store) and serve them over ASGI."""
+    """Start `services` on `backend` (each with its own store) and serve them over ASGI.
+
+    With `telemetry` (say `build_telemetry(settings, span_processors=[...])`) spans of the
+    HTTP requests and consumed events go to its providers."""
     bus = await backend.bus()
     host = ServiceHost(
-        services, config=config, bus=bus, open_store=backend.store, clock=clock, restart_delay=0.1
+        services,
+        config=config,
+        bus=bus,
+        open_store=backend.store,
+        clock=clock,
+        restart_delay=0.1,
+        telemetry=telemetry,
     )
     app = create_service_app(host, manage_bus=False)
     await host.start()

@@ -1,5 +1,6 @@
 """The ASGI app that serves a `ServiceHost`: every service's routes, the operator endpoints,
-problem responses, and a lifespan that starts the bus and the host and stops them again."""
+problem responses, an HTTP server span and duration histogram per request
+(`http_telemetry`), and a lifespan that starts the bus and the host and stops them again."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from convohub.runtime.http import install_problem_handlers
+from convohub.runtime.http_telemetry import HttpTelemetryMiddleware
 from convohub.runtime.ops import ops_router
 from convohub.runtime.service import ServiceHost
 
@@ -43,6 +45,9 @@ def create_service_app(
     app.state.hub_config = host.config
     app.state.host = host
     install_problem_handlers(app)
+    # Outside the routes, inside Starlette's error middleware: an exception still ends the
+    # span and is measured as the 500 the client gets.
+    app.add_middleware(HttpTelemetryMiddleware, metrics=host.metrics, tracer=lambda: host.tracer)
     app.include_router(ops_router(host.metrics, host.readiness_checks()))
     for service in host.services:
         routes = service.routes()

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import Span, StatusCode, Tracer
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from convohub.contracts import Envelope, InvalidEventError, derived_event_id, from_kafka_record
@@ -46,7 +46,7 @@ from convohub.runtime.bus.port import EventBus, LogRecord, Subscription, TopicPa
 from convohub.runtime.metrics import RuntimeMetrics
 from convohub.runtime.projection import ConsumedEvent, Projection
 from convohub.runtime.store import ProjectionStore, UnitOfWork
-from convohub.runtime.telemetry import consume_span, inject_traceparent, spans_are_exported
+from convohub.runtime.telemetry import recording_tracer, start_consume_span, traceparent_of
 
 log = structlog.get_logger(__name__)
 
@@ -160,11 +160,14 @@ class ProjectionRunner:
             self.metrics.record_batch(self.group, records, time.perf_counter() - started)
             if time.monotonic() >= self._next_lag_update:
                 self._next_lag_update = time.monotonic() + LAG_UPDATE_SECONDS
-                await self._record_lag(self.metrics)
+                await self.refresh_lag()
 
-    async def _record_lag(self, metrics: RuntimeMetrics) -> None:
-        """Lag per partition: the log's end against the group's applied position."""
-        if self.replaying:
+    async def refresh_lag(self) -> None:
+        """Set the lag gauge per partition: the log's end against the group's applied
+        position (after batches, and from the host's metrics loop, so a consumer that
+        stopped receiving still shows its lag growing)."""
+        metrics = self.metrics
+        if self.replaying or metrics is None:
             return
         try:
             ends = await self.bus.end_offsets(list(self.projection.topics))
@@ -199,33 +202,45 @@ class ProjectionRunner:
             return _Item(record, None, error)
 
     async def _apply(self, items: Sequence[_Item]) -> None:
-        async with self.store.unit_of_work(replaying=self.replaying) as uow:
-            fresh = await self._fresh(uow, items)
-            candidates, invalid = [], []
-            for item in fresh:
-                if item.error is not None:
-                    self._emit_dead_letter(uow, item, item.error, attempts=1)
-                    invalid.append(item)
-                elif self._is_for_this_group(item.record):
-                    candidates.append(self._traced(item.event, item.record))
-            consumed = await self._not_yet_applied(uow, candidates)
-            if consumed:
-                await self.projection.apply(consumed, uow)
-                uow.remember_processed(self.group, (c.event.id for c in consumed))
-            self._advance(uow, items)
-            await uow.commit()
+        spans: list[Span] = []
+        try:
+            async with self.store.unit_of_work(replaying=self.replaying) as uow:
+                fresh = await self._fresh(uow, items)
+                candidates, invalid = [], []
+                for item in fresh:
+                    if item.error is not None:
+                        self._emit_dead_letter(uow, item, item.error, attempts=1)
+                        invalid.append(item)
+                    elif self._is_for_this_group(item.record):
+                        candidates.append(self._traced(item.event, item.record, spans))
+                consumed = await self._not_yet_applied(uow, candidates)
+                if consumed:
+                    await self.projection.apply(consumed, uow)
+                    uow.remember_processed(self.group, (c.event.id for c in consumed))
+                self._advance(uow, items)
+                await uow.commit()
+        except BaseException as error:
+            for span in spans:
+                span.record_exception(error)
+                span.set_status(StatusCode.ERROR, type(error).__name__)
+            raise
+        finally:
+            for span in spans:
+                span.end()
         self._count_dead_letters(invalid)
 
-    def _traced(self, event: Envelope[Any], record: LogRecord) -> ConsumedEvent:
-        """The consumed event with a CONSUMER span recorded for it (a child of the
-        producer's span), whose context the events it causes will carry. Without a tracer
-        and with no exporter, the producer's context is passed on as it is: the trace stays
-        one, and the hot path saves the span."""
-        if self.replaying or (self.tracer is None and not spans_are_exported()):
+    def _traced(self, event: Envelope[Any], record: LogRecord, spans: list[Span]) -> ConsumedEvent:
+        """The consumed event, with a CONSUMER span started for it (a child of the
+        producer's span, ended by `_apply` once the batch committed) whose context the
+        events it causes carry. Without a recording tracer the producer's context is passed
+        on as it is: the trace stays one, and the hot path saves the span."""
+        tracer = None if self.replaying else (self.tracer or recording_tracer())
+        if tracer is None:
             return ConsumedEvent.of(event, record)
-        with consume_span(record, f"{self.group} process", tracer=self.tracer):
-            traceparent = inject_traceparent()
-        return ConsumedEvent(event, record, traceparent)
+        span = start_consume_span(record, f"{self.group} process", tracer)
+        span.set_attribute("convohub.event.type", event.type)
+        spans.append(span)
+        return ConsumedEvent(event, record, traceparent_of(span))
 
     async def _not_yet_applied(
         self, uow: UnitOfWork, candidates: list[ConsumedEvent]

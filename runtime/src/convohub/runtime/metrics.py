@@ -4,22 +4,32 @@ Create one `RuntimeMetrics` at start-up and hand it to the consumer runner, the 
 relay and the ops router. Each instance owns a fresh `CollectorRegistry` rather than the
 library's global default, so two instances (two tests, say) never collide. Every name is
 prefixed `convohub_`.
+
+Services add their own metrics to the same registry with `gauge(...)` / `counter(...)`
+(the router's queue lengths, the SLA service's clocks), named `convohub_<service>_...`,
+and keep gauges fresh in `Service.refresh_metrics` (the host calls it periodically).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics import MetricWrapperBase
 
 from convohub.runtime.bus.port import LogRecord, TopicPartition
 
 __all__ = ["NAMESPACE", "RuntimeMetrics"]
 
 NAMESPACE = "convohub"
+_Metric = TypeVar("_Metric", Gauge, Counter)
 # From one event to a batch of hundreds committed in one transaction.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+UNMATCHED_ROUTE = "unmatched"
+"""The `route` label of a request no route matched (a 404): never the raw path, whose
+values are unbounded."""
 
 
 class RuntimeMetrics:
@@ -30,8 +40,12 @@ class RuntimeMetrics:
     - `handler_latency_seconds{group}`: time a batch handler took (histogram).
     - `events_processed_total{group, topic}`: records handled and committed.
     - `dead_letters_total{group, topic}`: records sent to the dead-letter topic.
-    - `outbox_pending`: outbox rows committed but not yet published.
+    - `outbox_pending{service}`: outbox rows committed but not yet published.
     - `events_published_total{topic}`: records the log acknowledged.
+    - `dead_letter_queue_records`: records ever written to the dead-letter topic (the sum
+      of its end offsets; every process reports the same number: aggregate with `max`).
+    - `http_request_duration_seconds{method, route, status}`: HTTP requests by route
+      template (`/v1/conversations/{conversation_id}`), histogram.
     """
 
     def __init__(self) -> None:
@@ -68,9 +82,26 @@ class RuntimeMetrics:
         self.outbox_pending = Gauge(
             "outbox_pending",
             "Outbox rows committed but not yet acknowledged by the log.",
+            ["service"],
             namespace=NAMESPACE,
             registry=self.registry,
         )
+        self.dead_letter_queue_records = Gauge(
+            "dead_letter_queue_records",
+            "Records ever written to the dead-letter topic (the sum of its end offsets).",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.http_request_duration_seconds = Histogram(
+            "http_request_duration_seconds",
+            "Seconds from a request's arrival to its response, by route template and status.",
+            ["method", "route", "status"],
+            namespace=NAMESPACE,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._added: dict[str, MetricWrapperBase] = {}
+        self._gauge_labels: dict[str, set[tuple[str, ...]]] = {}
         self.events_published_total = Counter(
             "events_published",
             "Records published and acknowledged by the log.",
@@ -78,6 +109,46 @@ class RuntimeMetrics:
             namespace=NAMESPACE,
             registry=self.registry,
         )
+
+    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+        """A service's gauge `convohub_<name>` in this registry (the same one when asked
+        again, so a service restarted in the same process does not register it twice)."""
+        return self._add(Gauge, name, documentation, labels)
+
+    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        """A service's counter `convohub_<name>_total` in this registry (see `gauge`)."""
+        return self._add(Counter, name, documentation, labels)
+
+    def _add(
+        self, kind: type[_Metric], name: str, documentation: str, labels: Sequence[str]
+    ) -> _Metric:
+        existing = self._added.get(name)
+        if existing is not None:
+            if not isinstance(existing, kind):
+                raise ValueError(f"metric {name!r} is already a {type(existing).__name__}")
+            return existing
+        metric = kind(
+            name, documentation, list(labels), namespace=NAMESPACE, registry=self.registry
+        )
+        self._added[name] = metric
+        return metric
+
+    def set_gauge(self, gauge: Gauge, values: Mapping[tuple[str, ...], float]) -> None:
+        """Set `gauge` to exactly `values` (label values -> value): label sets set before
+        and missing now drop to 0 (a queue that emptied shows 0, not its last length)."""
+        key = gauge._name
+        previous = self._gauge_labels.get(key, set())
+        for labels, value in values.items():
+            gauge.labels(*labels).set(value)
+        for labels in previous - set(values):
+            gauge.labels(*labels).set(0)
+        self._gauge_labels[key] = previous | set(values)
+
+    def record_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Observe one HTTP request (`route` is the template, or `UNMATCHED_ROUTE`)."""
+        self.http_request_duration_seconds.labels(
+            method=method, route=route, status=str(status)
+        ).observe(seconds)
 
     def record_batch(self, group: str, records: Sequence[LogRecord], seconds: float) -> None:
         """Count a committed batch per topic and observe how long its handler took."""

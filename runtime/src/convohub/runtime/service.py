@@ -32,8 +32,10 @@ from typing import Protocol
 
 import structlog
 from fastapi import APIRouter
+from opentelemetry.trace import Tracer
 from sqlalchemy import MetaData, text
 
+from convohub.contracts.topics import DEAD_LETTER
 from convohub.runtime.bus.port import EventBus
 from convohub.runtime.config import HubConfig
 from convohub.runtime.consumer import ProjectionRunner
@@ -41,6 +43,7 @@ from convohub.runtime.metrics import RuntimeMetrics
 from convohub.runtime.ops import ReadinessCheck
 from convohub.runtime.projection import Projection
 from convohub.runtime.store import OutboxRelay, ProjectionStore, migrate_runtime
+from convohub.runtime.telemetry import Telemetry, recording_tracer
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -108,6 +111,9 @@ class ServiceContext:
     """This service's database, with the runtime's tables and `Service.metadata` created."""
     metrics: RuntimeMetrics
     clock: Clock
+    tracer: Tracer | None = None
+    """Where spans go when someone sees them (an exporter is set up), else None: start a
+    span only when it is not None (`telemetry.producer_span` does that)."""
 
 
 class ServiceNotStartedError(RuntimeError):
@@ -154,6 +160,11 @@ class Service(ABC):  # noqa: B024 - every hook has a sensible default
         """Extra `/readyz` checks beyond the host's database and bus checks."""
         return {}
 
+    async def refresh_metrics(self, metrics: RuntimeMetrics) -> None:  # noqa: B027 - optional hook
+        """Bring this service's gauges up to date (queue lengths, open clocks); the host
+        calls it every `metrics_interval` seconds and before nothing else. Register the
+        metrics with `metrics.gauge(...)` / `metrics.counter(...)`."""
+
     async def on_start(self) -> None:  # noqa: B027 - optional hook
         """Called once `context` is set and the tables exist, before projections run."""
 
@@ -180,6 +191,8 @@ class ServiceHost:
         max_batch: int = 500,
         restart_delay: float = 1.0,
         outbox_poll_interval: float = 0.05,
+        telemetry: Telemetry | None = None,
+        metrics_interval: float = 15.0,
     ) -> None:
         names = [service.name for service in services]
         if len(set(names)) != len(names) or not all(names):
@@ -193,11 +206,20 @@ class ServiceHost:
         self.max_batch = max_batch
         self.restart_delay = restart_delay
         self.outbox_poll_interval = outbox_poll_interval
+        self.telemetry = telemetry
+        """Spans go to this telemetry's providers; None: to the process-wide ones."""
+        self.metrics_interval = metrics_interval
         self.stores: dict[str, ProjectionStore] = {}
         self._runners: list[ProjectionRunner] = []
         self._relays: list[OutboxRelay] = []
+        self._relay_services: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+
+    @property
+    def tracer(self) -> Tracer | None:
+        """The tracer of per-request and per-event spans, None when none is exported."""
+        return recording_tracer(self.telemetry)
 
     def service(self, name: str) -> Service:
         for service in self.services:
@@ -220,19 +242,27 @@ class ServiceHost:
                 store=store,
                 metrics=self.metrics,
                 clock=self.clock,
+                tracer=self.tracer,
             )
             await service.on_start()
             relay = OutboxRelay(store, self.bus, poll_interval=self.outbox_poll_interval)
             self._relays.append(relay)
+            self._relay_services.append(service.name)
             self._spawn(f"{service.name}.outbox", relay.run)
             for projection in service.projections():
                 runner = ProjectionRunner(
-                    self.bus, store, projection, max_batch=self.max_batch, metrics=self.metrics
+                    self.bus,
+                    store,
+                    projection,
+                    max_batch=self.max_batch,
+                    metrics=self.metrics,
+                    tracer=self.tracer,
                 )
                 await runner.start()
                 self._runners.append(runner)
             for index, loop in enumerate(service.background()):
                 self._spawn(f"{service.name}.background[{index}]", loop)
+        self._spawn("host.metrics", self._refresh_metrics_forever)
         log.info("services started", services=[service.name for service in self.services])
 
     async def stop(self) -> None:
@@ -253,9 +283,49 @@ class ServiceHost:
             except Exception:
                 log.exception("outbox not drained at stop; it is published at the next start")
         self._relays.clear()
+        self._relay_services.clear()
         self._tasks.clear()
         for store in self.stores.values():  # close the pools; the engines stay usable
             await store.engine.dispose()
+
+    async def refresh_metrics(self) -> None:
+        """Bring the gauges up to date: consumer lag, outbox backlog, dead-letter queue size
+        and every service's own (`Service.refresh_metrics`). Each part is best effort: one
+        that fails is logged and the others still refresh."""
+        parts: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            (f"lag {runner.group}", runner.refresh_lag) for runner in self._runners
+        ]
+        for name, relay in zip(self._relay_services, self._relays, strict=True):
+            parts.append((f"outbox {name}", self._outbox_gauge(name, relay)))
+        parts.append(("dead-letter queue", self._dead_letter_gauge))
+        for service in self.services:
+            parts.append((f"service {service.name}", self._service_gauges(service)))
+        for what, refresh in parts:
+            try:
+                await refresh()
+            except Exception:
+                log.warning("could not refresh a metric", metric=what, exc_info=True)
+
+    def _outbox_gauge(self, name: str, relay: OutboxRelay) -> Callable[[], Awaitable[None]]:
+        async def refresh() -> None:
+            self.metrics.outbox_pending.labels(service=name).set(await relay.pending_count())
+
+        return refresh
+
+    def _service_gauges(self, service: Service) -> Callable[[], Awaitable[None]]:
+        async def refresh() -> None:
+            await service.refresh_metrics(self.metrics)
+
+        return refresh
+
+    async def _dead_letter_gauge(self) -> None:
+        ends = await self.bus.end_offsets([DEAD_LETTER.name])
+        self.metrics.dead_letter_queue_records.set(sum(ends.values()))
+
+    async def _refresh_metrics_forever(self) -> None:
+        while True:
+            await self.refresh_metrics()
+            await asyncio.sleep(self.metrics_interval)
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
         checks: dict[str, ReadinessCheck] = {}

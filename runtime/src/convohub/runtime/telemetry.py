@@ -10,6 +10,11 @@ propagator's, from opentelemetry, not ours.
 OpenTelemetry providers, once (OpenTelemetry allows setting them only once per process).
 Spans and metrics are exported over OTLP/HTTP only when `otel_exporter_otlp_endpoint` is
 set; without it nothing leaves the process and no connection is attempted.
+
+Cost without an exporter. Per-request and per-event spans are only started when someone
+will see them (`recording_tracer(...)` returns None otherwise): the HTTP middleware then
+only carries a caller's `traceparent` along, and consumers pass the producer's
+`traceparent` on to the events they cause, so a trace stays one trace at no cost.
 """
 
 from __future__ import annotations
@@ -43,7 +48,11 @@ __all__ = [
     "consume_span",
     "extract_context",
     "inject_traceparent",
+    "producer_span",
+    "recording_tracer",
     "setup_telemetry",
+    "start_consume_span",
+    "traceparent_of",
 ]
 
 INSTRUMENTATION_NAME = "convohub.runtime"
@@ -59,7 +68,7 @@ class Telemetry:
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
     exporting: bool = field(default=False)
-    """Whether spans and metrics go to an OTLP endpoint."""
+    """Whether finished spans go anywhere (an OTLP endpoint or an added span processor)."""
     is_shut_down: bool = field(default=False)
 
     @property
@@ -115,7 +124,7 @@ def build_telemetry(
         service_name=settings.service_name,
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
-        exporting=bool(endpoint),
+        exporting=bool(endpoint) or bool(span_processors),
     )
 
 
@@ -156,6 +165,39 @@ def spans_are_exported() -> bool:
     return _installed is not None and _installed.exporting and not _installed.is_shut_down
 
 
+def recording_tracer(telemetry: Telemetry | None = None) -> Tracer | None:
+    """The tracer per-request and per-event spans go to, or None when nobody would see
+    them: `telemetry`'s when given (and exporting), else the installed process-wide one
+    (when exporting)."""
+    if telemetry is not None:
+        return telemetry.tracer if telemetry.exporting and not telemetry.is_shut_down else None
+    return trace.get_tracer(INSTRUMENTATION_NAME) if spans_are_exported() else None
+
+
+def traceparent_of(span: Span) -> str | None:
+    """The W3C `traceparent` naming `span` as the parent (None for an invalid span)."""
+    return inject_traceparent(trace.set_span_in_context(span, Context()))
+
+
+@contextmanager
+def producer_span(
+    name: str, tracer: Tracer | None, *, attributes: Mapping[str, str | int] | None = None
+) -> Iterator[str | None]:
+    """A PRODUCER span around a publish; yields the `traceparent` to put on the records.
+
+    Without a tracer no span is started and the current context's `traceparent` (a
+    caller's, carried by the HTTP middleware) is yielded, or None.
+    """
+    if tracer is None:
+        yield inject_traceparent()
+        return
+    base: dict[str, str | int] = {"messaging.system": "kafka", "messaging.operation.type": "send"}
+    with tracer.start_as_current_span(
+        name, kind=SpanKind.PRODUCER, attributes={**base, **(attributes or {})}
+    ):
+        yield inject_traceparent()
+
+
 def inject_traceparent(context: Context | None = None) -> str | None:
     """The W3C `traceparent` of the current span (or of `context`); None without a span."""
     carrier: dict[str, str] = {}
@@ -194,6 +236,31 @@ def consume_span(
     block is recorded on the span and marks it failed, then propagates.
     """
     headers = source if isinstance(source, Sequence) else source.headers
+    active_tracer = tracer or trace.get_tracer(INSTRUMENTATION_NAME)
+    with active_tracer.start_as_current_span(
+        name,
+        context=extract_context(headers),
+        kind=SpanKind.CONSUMER,
+        attributes=_consume_attributes(source, headers),
+    ) as span:
+        yield span
+
+
+def start_consume_span(source: _HasHeaders, name: str, tracer: Tracer) -> Span:
+    """A started CONSUMER span, child of the producer's span, NOT made current: the
+    consumer runner ends it once the record's batch committed (or failed), so the span
+    covers the record's handling."""
+    return tracer.start_span(
+        name,
+        context=extract_context(source.headers),
+        kind=SpanKind.CONSUMER,
+        attributes=_consume_attributes(source, source.headers),
+    )
+
+
+def _consume_attributes(
+    source: object, headers: Sequence[tuple[str, bytes]]
+) -> dict[str, str | int]:
     attributes: dict[str, str | int] = {
         "messaging.system": "kafka",
         "messaging.operation.type": "process",
@@ -210,9 +277,4 @@ def consume_span(
     event_id = next((value for key, value in headers if key == ID_HEADER), None)
     if event_id is not None:
         attributes["messaging.message.id"] = event_id.decode("utf-8", errors="replace")
-
-    active_tracer = tracer or trace.get_tracer(INSTRUMENTATION_NAME)
-    with active_tracer.start_as_current_span(
-        name, context=extract_context(headers), kind=SpanKind.CONSUMER, attributes=attributes
-    ) as span:
-        yield span
+    return attributes

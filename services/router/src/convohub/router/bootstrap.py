@@ -8,11 +8,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from fastapi import APIRouter
 
 from convohub.router.adapters import repository as repo
+from convohub.router.adapters.gauges import read_gauges
 from convohub.router.adapters.tables import METADATA
 from convohub.router.api import build_routes
 from convohub.router.domain.config import RoutingConfig
 from convohub.router.handlers import RouterProjection, Workflow, run_command
 from convohub.runtime.config import HubConfig, tenant_sections
+from convohub.runtime.metrics import RuntimeMetrics
 from convohub.runtime.projection import Projection
 from convohub.runtime.service import Service
 
@@ -62,6 +64,25 @@ class RouterService(Service):
                 work.dirty.add(tenant_id)
 
         await run_command(self.context.store, self.configs, self.context.clock.now(), run)
+
+    async def refresh_metrics(self, metrics: RuntimeMetrics) -> None:
+        """Queue lengths and longest waits per skill group, agents per presence."""
+        async with self.context.store.engine.connect() as connection:
+            gauges = await read_gauges(connection, self.context.clock.now())
+        queue = metrics.gauge(
+            "router_queue_length",
+            "Conversations waiting in a queue for an agent.",
+            ["tenant", "skill_group"],
+        )
+        wait = metrics.gauge(
+            "router_oldest_queued_seconds",
+            "How long the longest-waiting conversation of a queue has waited.",
+            ["tenant", "skill_group"],
+        )
+        agents = metrics.gauge("router_agents", "Agents by presence.", ["tenant", "presence"])
+        metrics.set_gauge(queue, gauges.queue_length)
+        metrics.set_gauge(wait, gauges.oldest_wait_seconds)
+        metrics.set_gauge(agents, gauges.agents)
 
     def background(self) -> Sequence[Callable[[], Awaitable[None]]]:
         async def loop() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from fastapi import APIRouter
@@ -14,9 +15,11 @@ from convohub.contracts.envelope import derived_event_id
 from convohub.contracts.events.common import Channel
 from convohub.contracts.events.sla import QueueServiceLevelMeasured
 from convohub.runtime.config import HubConfig, tenant_sections
+from convohub.runtime.metrics import RuntimeMetrics
 from convohub.runtime.projection import Projection
 from convohub.runtime.service import Service
 from convohub.sla.adapters import service_levels
+from convohub.sla.adapters.gauges import open_clocks
 from convohub.sla.adapters.tables import METADATA
 from convohub.sla.api import build_router
 from convohub.sla.domain.policies import SlaSection
@@ -58,11 +61,33 @@ class SlaService(Service):
         self.service_level_interval = service_level_interval
 
     async def on_start(self) -> None:
+        fired = self.context.metrics.counter(
+            "sla_timers_fired",
+            "SLA timers fired: warnings, breaches and escalation steps.",
+            ["tenant", "metric", "kind"],
+        )
+
+        def count(rows: Sequence[Any]) -> None:
+            for row in rows:
+                fired.labels(tenant=row.tenant_id, metric=row.metric, kind=row.kind).inc()
+
+        self.timers.on_fired = count
         for tenant_id, section in self.sections.items():
             await recompute_after_policy_change(self.context.store, tenant_id, section)
 
     def projections(self) -> Sequence[Projection]:
         return (self.clock_projection,)
+
+    async def refresh_metrics(self, metrics: RuntimeMetrics) -> None:
+        """Open clocks per tenant, metric and state (running, paused, breached)."""
+        async with self.context.store.engine.connect() as connection:
+            values = await open_clocks(connection, self.context.clock.now())
+        gauge = metrics.gauge(
+            "sla_open_clocks",
+            "Open SLA clocks by state: running, paused, or breached (past their target).",
+            ["tenant", "metric", "state"],
+        )
+        metrics.set_gauge(gauge, values)
 
     def routes(self) -> APIRouter:
         return build_router(lambda: self.context, self.sections)

@@ -12,7 +12,7 @@ fires exactly once across restarts and replicas.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -514,6 +514,8 @@ class TimerLoop:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.fired = 0
+        self.on_fired: Callable[[Sequence[Any]], None] | None = None
+        """Called with the timer rows of each committed batch (the fired-timers counter)."""
 
     async def fire_due(self) -> int:
         """Fire every timer due now; returns how many fired."""
@@ -531,6 +533,8 @@ class TimerLoop:
                 await uow.commit()
             total += len(rows)
             self.fired += len(rows)
+            if rows and self.on_fired is not None:
+                self.on_fired(rows)
             if len(rows) < self.batch_size:
                 return total
 

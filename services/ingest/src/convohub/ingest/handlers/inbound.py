@@ -65,6 +65,7 @@ from convohub.ingest.domain.inbound import (
     StatusKind,
 )
 from convohub.runtime.service import ServiceContext
+from convohub.runtime.telemetry import producer_span
 
 __all__ = ["SOURCE", "Accepted", "BusUnavailableError", "ClaimBusyError", "InboundPipeline"]
 
@@ -165,7 +166,9 @@ class InboundPipeline:
             events, outcome = decided
         try:
             if events:
-                await context.bus.publish_events(events)
+                # One customer message, one trace: the events carry the request's span.
+                with producer_span("ingest emit", context.tracer) as traceparent:
+                    await context.bus.publish_events(events, traceparent=traceparent)
         except Exception as error:
             async with engine.begin() as connection:
                 await repository.expire_claim(connection, key, owner, EPOCH)
