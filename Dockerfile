@@ -50,6 +50,7 @@ COPY services/router/pyproject.toml services/router/
 COPY services/sla/pyproject.toml services/sla/
 COPY services/crm/pyproject.toml services/crm/
 COPY services/feedback/pyproject.toml services/feedback/
+COPY examples/line-channel/pyproject.toml examples/line-channel/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --no-install-workspace $(cat /tmp/uv-args | tr -d '\n')
 # 2. the sources (all members are copied; only the selected ones are installed).

@@ -37,7 +37,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 
-from convohub.contracts.events.common import Attachment, Channel, MessageContent
+from convohub.contracts.events.common import Attachment, Channel, Location, MessageContent
 from convohub.ingest.domain.desk import DeliveryOutcome
 from convohub.ingest.domain.identifiers import (
     InvalidIdentifierError,
@@ -76,6 +76,7 @@ __all__ = [
     "InboundMessage",
     "InboundStatus",
     "InvalidIdentifierError",
+    "Location",
     "MessageContent",
     "OutboundMessage",
     "PayloadError",
