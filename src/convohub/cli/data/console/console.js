@@ -113,6 +113,9 @@ async function signIn(key) {
   $("#conversations-title").textContent = isSupervisor() ? "Recent conversations" : "My conversations";
   for (const panel of document.querySelectorAll(".supervisor-only")) panel.hidden = !isSupervisor();
   for (const panel of document.querySelectorAll(".agent-only")) panel.hidden = !s.agent_id;
+  $("#kpis").replaceChildren();
+  const tiles = isSupervisor() ? ["conversations", "service-level", "csat", "frt", "waiting", "oldest", "online"] : ["offers", "waiting", "oldest", "online"];
+  for (const id of tiles) kpi(id, "", "…");
   listen();
   await refresh();
 }
@@ -247,11 +250,20 @@ const loadQueuesAgentsAndKpis = () => Promise.all([
         h("td", {}, h("span", { class: `pill ${a.presence}` }, a.presence)),
         h("td", { class: "num" }, `${a.load}/${a.capacity}`,
           h("div", { class: "meter" }, h("i", { style: `width:${a.capacity ? Math.round((100 * a.load) / a.capacity) : 0}%` }))),
-        h("td", {}, h("div", { class: "chips" }, Object.entries(a.channels).map(([channel, c]) =>
-          h("span", { class: "pill", dataset: { channel, load: c.load } }, `${channel} ${c.load}/${c.capacity}`)))))))) :
+        h("td", {}, channelLoads(a.channels)))))) :
       h("p", { class: "empty" }, "No agents configured."));
   }),
 ]);
+
+/** The channels an agent is busy on (load/capacity); the idle ones only as a count. */
+function channelLoads(channels) {
+  const entries = Object.entries(channels);
+  const busy = entries.filter(([, c]) => c.load > 0);
+  return h("div", { class: "chips" },
+    busy.map(([channel, c]) => h("span", { class: "pill assigned", dataset: { channel, load: c.load } }, `${channel} ${c.load}/${c.capacity}`)),
+    entries.length > busy.length ? h("span", { class: "pill", title: entries.filter(([, c]) => !c.load).map(([channel, c]) => `${channel} 0/${c.capacity}`).join(", ") },
+      busy.length ? `+${entries.length - busy.length} idle` : `${entries.length} channels idle`) : "");
+}
 
 const loadSla = () => guard("panel-sla", async () => {
   const { clocks } = await api("/v1/sla/at-risk?limit=8");
@@ -352,7 +364,7 @@ function renderChannels(rows) {
 }
 
 const loadConversations = () => guard("panel-conversations", async () => {
-  const query = isSupervisor() ? "limit=25" : "assignee=me&limit=25";
+  const query = isSupervisor() ? "limit=15" : "assignee=me&limit=15";
   const { items } = await api(`/v1/conversations?${query}`);
   fill("panel-conversations", items.length ? h("table", {},
     h("thead", {}, h("tr", {}, h("th", {}, "conversation"), h("th", {}, "channel"), h("th", {}, "state"), h("th", {}, "agent"), h("th", {}, "group"), h("th", {}, "updated"))),
@@ -377,7 +389,7 @@ const loadOffers = () => {
     state.offers = offers;
     kpi("offers", "offers for me", offers.length, offers.length ? "warn" : "");
     fill("panel-offers", offers.length ? h("table", {},
-      h("tbody", {}, offers.map((o) => h("tr", { dataset: { offer: o.offer_id } },
+      h("tbody", {}, offers.map((o) => h("tr", { dataset: { offer: o.offer_id, conversation: o.conversation_id } },
         h("td", {}, h("a", { href: "#", onclick: (e) => { e.preventDefault(); showConversation(o.conversation_id); } }, shortId(o.conversation_id))),
         h("td", {}, `${o.channel} · ${o.skill_group || "–"} · ${o.priority || ""}`, o.vip ? " · VIP" : ""),
         h("td", { class: "num" }, h("button", { class: "accept", onclick: () => accept(o) }, "Accept")))))) :
@@ -443,6 +455,7 @@ function routingView(routing) {
 }
 
 async function showConversation(id, { quiet = false } = {}) {
+  if (state.selected !== id) state.report = null;
   state.selected = id;
   for (const row of document.querySelectorAll("#panel-conversations tr.clickable")) row.classList.toggle("selected", row.dataset.conversation === id);
   let conversation, routing;
@@ -476,18 +489,20 @@ async function showConversation(id, { quiet = false } = {}) {
     routingView(routing),
     h("form", { class: "actions", onsubmit: (event) => { event.preventDefault(); reply(id, event.target); } },
       offer ? h("button", { type: "button", class: "accept", onclick: () => accept(offer) }, "Accept this offer") : "",
-      h("textarea", { name: "text", placeholder: c.state === "open" ? "Write a reply to the customer…" : "Resolved: a reply reopens nothing; reopen first.", "aria-label": "Reply" }),
+      h("textarea", { name: "text", placeholder: c.state === "closed" ? "This conversation is closed." : "Write a reply to the customer…", "aria-label": "Reply" }),
       h("div", { class: "buttons" },
-        h("button", { type: "submit", class: "send", disabled: c.state !== "open" }, "Send reply"),
+        h("button", { type: "submit", class: "send", disabled: c.state === "closed" }, "Send reply"),
         h("button", { type: "button", class: "secondary resolve", disabled: c.state !== "open", onclick: () => resolve(id) }, "Resolve")),
       h("p", { class: "problem", role: "alert", hidden: true }),
       h("p", { class: "notice", hidden: true })));
   panel.querySelector("textarea").value = draft;
+  if (state.report && state.report.id === id) report(state.report.error, state.report.notice);
   const timeline = panel.querySelector(".timeline");
   timeline.scrollTop = timeline.scrollHeight;
 }
 
 function report(error, notice) {
+  state.report = { id: state.selected, error, notice }; // kept across the view's repaints
   const panel = $("#panel-conversation");
   const problem = panel.querySelector(".problem");
   const done = panel.querySelector(".notice");
@@ -496,6 +511,7 @@ function report(error, notice) {
 }
 
 async function reply(id, form) {
+  report(null);
   const text = form.elements.text.value.trim();
   if (!text) return report(new Error("Write something first."));
   try {
@@ -511,6 +527,7 @@ async function reply(id, form) {
 }
 
 async function resolve(id) {
+  report(null);
   try {
     await api(`/v1/conversations/${encodeURIComponent(id)}/resolve`, { method: "POST", body: {} });
     await refresh();
