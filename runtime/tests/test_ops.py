@@ -97,7 +97,7 @@ def test_metrics_expose_every_runtime_metric_after_use() -> None:
         committed={("convohub.conversation.v1", 0): 7},
     )
     metrics.dead_letters_total.labels(group="router", topic="convohub.conversation.v1").inc()
-    metrics.outbox_pending.labels(service="router").set(5)
+    metrics.outbox_pending.labels(database="router").set(5)
     metrics.events_published_total.labels(topic="convohub.routing.v1").inc(2)
 
     response = client_for(metrics, {}).get("/metrics")
@@ -113,7 +113,7 @@ def test_metrics_expose_every_runtime_metric_after_use() -> None:
     assert samples[("convohub_events_processed_total", (("group", "router"), conversation))] == 3
     assert samples[("convohub_dead_letters_total", (("group", "router"), conversation))] == 1
     assert samples[("convohub_handler_latency_seconds_count", (("group", "router"),))] == 1
-    assert samples[("convohub_outbox_pending", (("service", "router"),))] == 5
+    assert samples[("convohub_outbox_pending", (("database", "router"),))] == 5
     assert samples[("convohub_events_published_total", (("topic", "convohub.routing.v1"),))] == 2
     lag = {
         labels: value

@@ -272,5 +272,5 @@ def test_prod_runs_postgresql_on_cloudnativepg(rendered: dict) -> None:
 
 def test_prod_alerts_are_the_compose_alerts(rendered: dict) -> None:
     (rule,) = of_kind(rendered["overlays/prod"], "PrometheusRule")
-    alerts = yaml.safe_load((REPO / "deploy/observability/alerts.yml").read_text())
+    alerts = yaml.safe_load((REPO / "deploy/observability/prometheus/alerts.yml").read_text())
     assert rule["spec"]["groups"] == alerts["groups"]

@@ -608,7 +608,7 @@ GATEWAY_FILE = Path("deploy/compose/gateway.conf")
 CONFIG_SOURCE = Path("convohub.example.yaml")
 CONFIG_FILE = Path("deploy/k8s/base/config/convohub.yaml")
 SETUP_JOB_FILE = Path("deploy/k8s/base/setup/migrate-job.yaml")
-ALERTS_SOURCE = Path("deploy/observability/alerts.yml")
+ALERTS_SOURCE = Path("deploy/observability/prometheus/alerts.yml")
 PROMETHEUS_RULE_FILE = Path("deploy/k8s/overlays/prod/prometheusrule.yaml")
 
 
@@ -627,8 +627,8 @@ def generated_files(root: Path = Path(".")) -> dict[Path, str]:
 
 
 def prometheus_rule_yaml(source: Path) -> str:
-    """The alerting rules of `deploy/observability/alerts.yml` as a Prometheus Operator
-    `PrometheusRule`, so compose and Kubernetes alert alike."""
+    """The alerting rules of `deploy/observability/prometheus/alerts.yml` as a Prometheus
+    Operator `PrometheusRule`, so compose and Kubernetes alert alike."""
     rules = yaml.safe_load(source.read_text(encoding="utf-8"))
     document = {
         "apiVersion": "monitoring.coreos.com/v1",

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
 
+from convohub.contracts import KafkaRecord
 from convohub.runtime.bus.port import LogRecord, TopicPartition
 
 __all__ = ["NAMESPACE", "RuntimeMetrics"]
@@ -40,8 +41,10 @@ class RuntimeMetrics:
     - `handler_latency_seconds{group}`: time a batch handler took (histogram).
     - `events_processed_total{group, topic}`: records handled and committed.
     - `dead_letters_total{group, topic}`: records sent to the dead-letter topic.
-    - `outbox_pending{service}`: outbox rows committed but not yet published.
-    - `events_published_total{topic}`: records the log acknowledged.
+    - `outbox_pending{database}`: outbox rows committed but not yet published, per service
+      database (not `service`: Prometheus targets carry that label).
+    - `events_published_total{topic}`: records the log acknowledged from the outbox
+      relays (ingest's webhooks publish directly and are counted by their HTTP metric).
     - `dead_letter_queue_records`: records ever written to the dead-letter topic (the sum
       of its end offsets; every process reports the same number: aggregate with `max`).
     - `http_request_duration_seconds{method, route, status}`: HTTP requests by route
@@ -82,7 +85,7 @@ class RuntimeMetrics:
         self.outbox_pending = Gauge(
             "outbox_pending",
             "Outbox rows committed but not yet acknowledged by the log.",
-            ["service"],
+            ["database"],
             namespace=NAMESPACE,
             registry=self.registry,
         )
@@ -149,6 +152,14 @@ class RuntimeMetrics:
         self.http_request_duration_seconds.labels(
             method=method, route=route, status=str(status)
         ).observe(seconds)
+
+    def record_published(self, records: Sequence[KafkaRecord]) -> None:
+        """Count records the log acknowledged, per topic (an outbox relay's batch)."""
+        per_topic: dict[str, int] = {}
+        for record in records:
+            per_topic[record.topic] = per_topic.get(record.topic, 0) + 1
+        for topic, count in per_topic.items():
+            self.events_published_total.labels(topic=topic).inc(count)
 
     def record_batch(self, group: str, records: Sequence[LogRecord], seconds: float) -> None:
         """Count a committed batch per topic and observe how long its handler took."""

@@ -245,7 +245,12 @@ class ServiceHost:
                 tracer=self.tracer,
             )
             await service.on_start()
-            relay = OutboxRelay(store, self.bus, poll_interval=self.outbox_poll_interval)
+            relay = OutboxRelay(
+                store,
+                self.bus,
+                poll_interval=self.outbox_poll_interval,
+                on_published=self.metrics.record_published,
+            )
             self._relays.append(relay)
             self._relay_services.append(service.name)
             self._spawn(f"{service.name}.outbox", relay.run)
@@ -308,7 +313,7 @@ class ServiceHost:
 
     def _outbox_gauge(self, name: str, relay: OutboxRelay) -> Callable[[], Awaitable[None]]:
         async def refresh() -> None:
-            self.metrics.outbox_pending.labels(service=name).set(await relay.pending_count())
+            self.metrics.outbox_pending.labels(database=name).set(await relay.pending_count())
 
         return refresh
 
