@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from convohub.contracts import InvalidEventError, from_kafka_record, to_kafka_record
+from convohub.contracts import InvalidEventError, from_kafka_record, to_kafka_record, tombstone
 from convohub.contracts.catalogue import example_event
 
 RECEIVED = "convohub.conversation.message_received.v1"
@@ -52,3 +52,23 @@ def test_malformed_traceparent_is_refused() -> None:
 def test_value_that_is_not_json_is_an_invalid_event() -> None:
     with pytest.raises(InvalidEventError):
         from_kafka_record(b"\x00\xffnot json")
+
+
+def test_a_tombstone_is_a_null_value_for_a_key_of_a_compacted_topic() -> None:
+    record = tombstone("convohub.customer-profile.v1", "cust-1", traceparent=TRACEPARENT)
+    assert record.value is None
+    assert record.is_tombstone
+    assert record.key == b"cust-1"
+    assert record.header("traceparent") == TRACEPARENT.encode()
+    assert record.header("ce_id") is None  # not an event
+    with pytest.raises(InvalidEventError, match="tombstone"):
+        from_kafka_record(record.value, record.headers)
+
+
+def test_a_tombstone_is_refused_where_it_would_delete_nothing() -> None:
+    with pytest.raises(ValueError, match="not compacted"):
+        tombstone("convohub.customer.v1", "cust-1")
+    with pytest.raises(ValueError, match="key"):
+        tombstone("convohub.customer-profile.v1", "")
+    with pytest.raises(KeyError):
+        tombstone("no.such.topic.v1", "cust-1")

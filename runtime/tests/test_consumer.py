@@ -17,7 +17,13 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import MetaData
 from sqlalchemy.exc import OperationalError
 
-from convohub.contracts import caused_by, decode_event, from_kafka_record, to_kafka_record
+from convohub.contracts import (
+    KafkaRecord,
+    caused_by,
+    decode_event,
+    from_kafka_record,
+    to_kafka_record,
+)
 from convohub.contracts.catalogue import example_event, payload_class, payload_examples
 from convohub.contracts.topics import CONVERSATION
 from convohub.runtime.bus.embedded import EmbeddedBus
@@ -204,3 +210,21 @@ async def test_the_live_runner_consumes_from_the_bus(parts) -> None:
         await runner.stop()
     emitted = from_kafka_record((await outbox_records(store))[0].value)
     assert emitted.causationid == event.id
+
+
+async def test_a_tombstone_is_skipped_without_a_dead_letter(parts) -> None:
+    bus, store = parts
+    projection = Scripted()
+    runner = ProjectionRunner(bus, store, projection)
+    event = example_event(RECEIVED)
+    record = to_kafka_record(event)
+    await bus.publish([KafkaRecord(topic=record.topic, key=record.key, value=None, headers=())])
+    records = await records_of(bus, event)
+    assert [r.value is None for r in records] == [True, False]
+
+    await runner.handle_batch(records)
+
+    assert projection.applied == [event.id]
+    rows = await outbox_records(store)
+    assert [row.topic for row in rows] == ["convohub.routing.v1"], "no dead letter"
+    assert (await store.positions(projection.name))[records[0].topic_partition] == 2

@@ -7,11 +7,13 @@ SIGKILL are real child processes (forked from a forkserver) running a small scri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import multiprocessing
 import random
 import runpy
 import signal
+import sqlite3
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -21,10 +23,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convohub.contracts import KafkaRecord, event_types, from_kafka_record, to_kafka_record
+from convohub.contracts import (
+    KafkaRecord,
+    event_types,
+    from_kafka_record,
+    to_kafka_record,
+    tombstone,
+)
 from convohub.contracts.catalogue import example_event
 from convohub.contracts.kafka import ID_HEADER
 from convohub.contracts.topics import TOPICS, topic_named
+from convohub.runtime.bus.compacted import latest_by_key, live_values
 from convohub.runtime.bus.embedded import (
     AUTO_CREATE_PARTITIONS,
     EmbeddedBus,
@@ -202,6 +211,52 @@ async def test_offsets_are_dense_and_survive_reopening_the_file(tmp_path: Path):
         assert appended.value == b"after:0:0"
     finally:
         await reopened.stop()
+
+
+async def test_a_tombstone_is_kept_read_and_delivered_as_a_null_value(bus: EmbeddedBus):
+    profile = "convohub.customer-profile.v1"
+    snapshot = KafkaRecord(topic=profile, key=b"cust-1", value=b"{}", headers=())
+    other = KafkaRecord(topic=profile, key=b"cust-2", value=b"{}", headers=())
+    await bus.publish([snapshot, other, tombstone(profile, "cust-1")])
+
+    latest = await latest_by_key(bus, profile)
+    assert latest[b"cust-1"].value is None
+    assert latest[b"cust-1"].is_tombstone
+    assert latest[b"cust-2"].value == b"{}"
+    assert await live_values(bus, profile) == {b"cust-2": b"{}"}
+    collector = Collector()
+    subscription = await bus.subscribe(group="g", topics=[profile], handler=collector)
+    await collector.wait_for_distinct(3)
+    await subscription.stop()
+    assert [r.value for r in collector.records if r.key == b"cust-1"] == [b"{}", None]
+
+
+async def test_a_log_of_schema_version_1_is_upgraded_to_hold_tombstones(tmp_path: Path):
+    path = tmp_path / "old-log.db"
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.executescript(
+            """
+            CREATE TABLE topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
+            CREATE TABLE records (
+                topic TEXT NOT NULL, partition_id INTEGER NOT NULL,
+                record_offset INTEGER NOT NULL, record_key BLOB, record_value BLOB NOT NULL,
+                headers TEXT NOT NULL, timestamp_ms INTEGER NOT NULL,
+                PRIMARY KEY (topic, partition_id, record_offset));
+            INSERT INTO topics VALUES ('test.orders', 1);
+            INSERT INTO records VALUES ('test.orders', 0, 0, x'6b', x'7631', '[]', 1);
+            PRAGMA user_version = 1;
+            """
+        )
+    bus = make_bus(path)
+    await bus.start()
+    try:
+        await bus.publish([KafkaRecord(topic=TOPIC, key=b"k", value=None, headers=())])
+        records = await bus.read(TOPIC, 0, 0)
+    finally:
+        await bus.stop()
+    assert [(r.offset, r.key, r.value) for r in records] == [(0, b"k", b"v1"), (1, b"k", None)]
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 async def test_unknown_topics_are_created_on_publish_and_never_shrink(bus: EmbeddedBus):

@@ -21,6 +21,7 @@ from convohub.contracts import (
 )
 from convohub.contracts.catalogue import example_event
 from convohub.contracts.topics import CONVERSATION
+from convohub.runtime.bus.compacted import latest_by_key, live_values
 from convohub.runtime.bus.kafka import KafkaBus, UnknownTopicError
 from convohub.runtime.bus.partitioning import partition_for
 from convohub.runtime.bus.port import LogRecord, Subscription, TopicPartition
@@ -38,13 +39,16 @@ WAIT_S = 30.0  # bound of every wait for the broker; generous for a loaded 2-cor
 @pytest.fixture
 def make_topic(
     kafka_bootstrap_servers: str, unique_name: Callable[..., str]
-) -> Iterator[Callable[[int], str]]:
-    """Create a fresh topic with n partitions (through `apply_topics`); deleted afterwards."""
+) -> Iterator[Callable[..., str]]:
+    """Create a fresh topic with n partitions (through `apply_topics`; `compacted=True` for
+    `cleanup.policy=compact`); deleted afterwards."""
     created: list[str] = []
 
-    def make(partitions: int) -> str:
+    def make(partitions: int, *, compacted: bool = False) -> str:
         name = unique_name("bus")
-        topic = Topic(name=name, key="id", description="test", producers=("test",))
+        topic = Topic(
+            name=name, key="id", description="test", producers=("test",), compacted=compacted
+        )
         apply_topics(kafka_bootstrap_servers, [dataclasses.replace(topic, partitions=partitions)])
         created.append(name)
         return name
@@ -416,3 +420,27 @@ async def test_lookups_partitions_end_offsets_committed_and_read(
         await bus.partitions(unique_name("missing"))
     with pytest.raises(LookupError):
         await bus.read(topic, 7, 0)
+
+
+async def test_a_tombstone_is_a_null_value_on_a_compacted_topic(
+    bus: KafkaBus, make_topic: Callable[..., str], unique_name: Callable[..., str]
+) -> None:
+    topic = make_topic(3, compacted=True)
+    await bus.publish(
+        [
+            KafkaRecord(topic, b"cust-1", b"{}", ()),
+            KafkaRecord(topic, b"cust-2", b"{}", ()),
+            KafkaRecord(topic, b"cust-1", None, (("traceparent", TRACEPARENT.encode()),)),
+        ]
+    )
+
+    latest = await latest_by_key(bus, topic)
+    assert latest[b"cust-1"].value is None
+    assert latest[b"cust-1"].header("traceparent") == TRACEPARENT.encode()
+    assert latest[b"cust-2"].value == b"{}"
+    assert await live_values(bus, topic) == {b"cust-2": b"{}"}
+    collector = Collector()
+    subscription = await bus.subscribe(group=unique_name("g"), topics=[topic], handler=collector)
+    await collector.wait_for(lambda: len(collector.records) == 3, "all three records")
+    await subscription.stop()
+    assert [r.value for r in collector.records if r.key == b"cust-1"] == [b"{}", None]

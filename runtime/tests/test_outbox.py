@@ -174,6 +174,26 @@ async def test_a_raw_record_is_published_byte_for_byte(store: ProjectionStore) -
     assert bus.calls == [[record]]
 
 
+async def test_a_tombstone_goes_out_as_a_null_value_after_what_was_emitted_before(
+    store: ProjectionStore,
+) -> None:
+    snapshot = event_with_id("e1")
+    async with store.unit_of_work() as uow:
+        uow.emit(snapshot)
+        uow.emit_tombstone("convohub.customer-profile.v1", "cust-1", tombstone_id="t-1")
+        uow.emit_tombstone("convohub.customer-profile.v1", "cust-1", tombstone_id="t-1")
+        await uow.commit()
+    bus = RecordingBus()
+
+    assert await OutboxRelay(store, bus).publish_pending() == 2
+
+    [[first, second]] = bus.calls
+    assert first == to_kafka_record(snapshot)
+    assert second == KafkaRecord(
+        topic="convohub.customer-profile.v1", key=b"cust-1", value=None, headers=()
+    )
+
+
 async def test_a_failed_publish_leaves_its_rows_for_the_next_round(
     store: ProjectionStore,
 ) -> None:

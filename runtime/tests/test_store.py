@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import convohub.runtime.store.migrations
@@ -31,6 +35,7 @@ from convohub.runtime.store import (
     migrate,
     migrate_runtime,
 )
+from convohub.runtime.store.migrate import _CONNECTION, _VERSION_TABLE
 
 # A projection table of a pretend service, written through `uow.connection`.
 DEMO_METADATA = MetaData()
@@ -104,7 +109,7 @@ async def test_migrations_create_the_runtime_tables_from_nothing(engine: AsyncEn
         "convohub_outbox",
         RUNTIME_VERSION_TABLE,
     }
-    assert await version_of(engine, RUNTIME_VERSION_TABLE) == ["0002"]
+    assert await version_of(engine, RUNTIME_VERSION_TABLE) == ["0003"]
 
 
 async def test_migrating_twice_is_a_no_op(engine: AsyncEngine) -> None:
@@ -116,7 +121,7 @@ async def test_migrating_twice_is_a_no_op(engine: AsyncEngine) -> None:
 
     await migrate_runtime(engine)
 
-    assert await version_of(engine, RUNTIME_VERSION_TABLE) == ["0002"]
+    assert await version_of(engine, RUNTIME_VERSION_TABLE) == ["0003"]
     assert await ProjectionStore(engine).positions(GROUP) == {(TOPIC, 0): 7}
 
 
@@ -131,6 +136,73 @@ async def test_the_migrated_schema_matches_the_table_definitions(engine: AsyncEn
 
     async with engine.connect() as connection:
         assert await connection.run_sync(differences) == []
+
+
+def _upgrade_runtime_to(sync_connection: Any, revision: str) -> None:
+    """What `migrate_runtime` does, but stopping at `revision` (an older installation)."""
+    config = Config()
+    config.set_main_option("script_location", str(RUNTIME_MIGRATIONS))
+    config.attributes[_CONNECTION] = sync_connection
+    config.attributes[_VERSION_TABLE] = RUNTIME_VERSION_TABLE
+    command.upgrade(config, revision)
+
+
+async def test_an_outbox_of_revision_0002_upgrades_to_hold_tombstones(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.run_sync(_upgrade_runtime_to, "0002")
+    rows = [
+        {"event_id": f"e{n}", "topic": TOPIC, "key": b"k", "value": f"v{n}".encode()}
+        for n in range(3)
+    ]
+    async with engine.begin() as connection:
+        for row in rows:
+            await connection.execute(
+                text(
+                    "INSERT INTO convohub_outbox (event_id, topic, key, value, headers,"
+                    " created_at) VALUES (:event_id, :topic, :key, :value, '[]', :created_at)"
+                ),
+                {**row, "created_at": datetime.now(UTC)},
+            )
+        # The newest row was published and purged: its seq must never come back.
+        await connection.execute(text("DELETE FROM convohub_outbox WHERE event_id = 'e2'"))
+        with pytest.raises(IntegrityError):
+            async with connection.begin_nested():
+                await connection.execute(
+                    text(
+                        "INSERT INTO convohub_outbox (event_id, topic, value, headers,"
+                        " created_at) VALUES ('t', :topic, NULL, '[]', :created_at)"
+                    ),
+                    {"topic": TOPIC, "created_at": datetime.now(UTC)},
+                )
+
+    await migrate_runtime(engine)
+
+    assert await version_of(engine, RUNTIME_VERSION_TABLE) == ["0003"]
+    async with engine.connect() as connection:
+        kept = (
+            await connection.execute(select(OUTBOX.c.seq, OUTBOX.c.value).order_by(OUTBOX.c.seq))
+        ).all()
+    assert [row.value for row in kept] == [b"v0", b"v1"]
+    store = ProjectionStore(engine)
+    async with store.unit_of_work() as uow:
+        uow.emit_tombstone("convohub.customer-profile.v1", "cust-1", tombstone_id="t-1")
+        await uow.commit()
+    async with engine.connect() as connection:
+        tombstone = (
+            await connection.execute(select(OUTBOX).where(OUTBOX.c.event_id == "t-1"))
+        ).one()
+    assert tombstone.value is None
+    assert tombstone.key == b"cust-1"
+    assert tombstone.seq > kept[-1].seq + 1, "a purged seq was handed out again"
+    async with engine.connect() as connection:
+        assert await connection.run_sync(_schema_differences) == []
+
+
+def _schema_differences(sync_connection: Any) -> list[Any]:
+    context = MigrationContext.configure(
+        sync_connection, opts={"version_table": RUNTIME_VERSION_TABLE}
+    )
+    return compare_metadata(context, RUNTIME_METADATA)
 
 
 DEMO_ENV = """\
@@ -174,7 +246,7 @@ async def test_a_service_history_keeps_its_own_version_table(
     assert {"demo_things", "demo_alembic_version", RUNTIME_VERSION_TABLE} <= await table_names(
         engine
     )
-    assert await version_of(engine, RUNTIME_VERSION_TABLE) == ["0002"]
+    assert await version_of(engine, RUNTIME_VERSION_TABLE) == ["0003"]
     assert await version_of(engine, "demo_alembic_version") == ["demo1"]
 
 

@@ -83,7 +83,8 @@ class RunningHub:
         await self.bus.publish_events(list(events))
 
     async def events(self, topic: str) -> list[Envelope[Any]]:
-        """Every event on `topic` so far, partition by partition, in log order."""
+        """Every event on `topic` so far, partition by partition, in log order (tombstones,
+        records with a null value, are left out)."""
         found: list[Envelope[Any]] = []
         for partition in range(await self.bus.partitions(topic)):
             offset = 0
@@ -91,7 +92,11 @@ class RunningHub:
                 records = await self.bus.read(topic, partition, offset)
                 if not records:
                     break
-                found.extend(from_kafka_record(record.value, record.headers) for record in records)
+                found.extend(
+                    from_kafka_record(record.value, record.headers)
+                    for record in records
+                    if record.value is not None  # a tombstone (compacted topics) is no event
+                )
                 offset = records[-1].offset + 1
         return found
 

@@ -15,6 +15,7 @@ from convohub.contracts import from_kafka_record, new_event
 from convohub.contracts.catalogue import payload_class
 from convohub.contracts.topics import CUSTOMER, CUSTOMER_PROFILE
 from convohub.crm.bootstrap import create_service
+from convohub.runtime.bus.compacted import latest_by_key, live_values
 from convohub.runtime.bus.partitioning import partition_for
 from convohub.runtime.config import parse_config
 from convohub.runtime.replay import replay
@@ -137,7 +138,11 @@ async def wait_for_keyed(
     async def matching() -> list[Any] | None:
         found, offset = [], 0
         while records := await hub.bus.read(topic, partition, offset):
-            found += [from_kafka_record(record.value, record.headers) for record in records]
+            found += [
+                from_kafka_record(record.value, record.headers)
+                for record in records
+                if record.value is not None  # a tombstone
+            ]
             offset = records[-1].offset + 1
         hits = [event for event in found if event.partitionkey == key and match(event)]
         return hits if len(hits) >= count else None
@@ -290,6 +295,16 @@ async def test_one_customer_across_channels_merges_segments_and_erasure(
             hub, CUSTOMER_PROFILE.name, customer_id, lambda e: e.data.status == "erased"
         )
         assert snapshots[-1].data.identifiers == []
+
+        # The compacted topic's latest record for the person's key is a tombstone (a null
+        # value), so compaction deletes every snapshot of them; BI readers see it too.
+        async def tombstoned() -> bool:
+            latest = await latest_by_key(hub.bus, CUSTOMER_PROFILE.name)
+            record = latest.get(customer_id.encode())
+            return record is not None and record.value is None
+
+        await eventually(tombstoned, "a tombstone for the erased customer's key")
+        assert customer_id.encode() not in await live_values(hub.bus, CUSTOMER_PROFILE.name)
         gone = await hub.client.get(f"/v1/customers/{customer_id}", headers=hub.auth(AGENT))
         assert gone.status_code == 404
         assert await scan_database(hub, needles) == []

@@ -23,7 +23,7 @@ from convohub.contracts.catalogue import (
     topic_of,
 )
 from convohub.contracts.envelope import Envelope, caused_by, derived_event_id, new_event
-from convohub.contracts.kafka import KafkaRecord, from_kafka_record, to_kafka_record
+from convohub.contracts.kafka import KafkaRecord, from_kafka_record, to_kafka_record, tombstone
 from convohub.contracts.payload import EventPayload, ValueObject
 from convohub.contracts.topics import TOPICS, Topic
 
@@ -47,5 +47,6 @@ __all__ = [
     "new_event",
     "payload_class",
     "to_kafka_record",
+    "tombstone",
     "topic_of",
 ]

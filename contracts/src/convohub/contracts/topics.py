@@ -78,7 +78,8 @@ CUSTOMER_PROFILE = Topic(
     description=(
         "The latest profile of every customer, one snapshot record per customer id (compacted): "
         "read it from the start to know every customer without replaying their history. An "
-        "erased customer's last record is a minimal snapshot with status `erased`."
+        "erased customer's last record is a tombstone (a null value; before it, a minimal "
+        "snapshot with status `erased`): compaction then deletes the key."
     ),
     producers=("crm",),
     compacted=True,

@@ -196,6 +196,8 @@ class ProjectionRunner:
                 await asyncio.sleep(self.retry.backoff(attempt))
 
     def _decode(self, record: LogRecord) -> _Item:
+        if record.value is None:  # a tombstone deletes a key; it is no event to apply
+            return _Item(record, None, None)
         try:
             return _Item(record, from_kafka_record(record.value, record.headers), None)
         except InvalidEventError as error:
@@ -211,7 +213,7 @@ class ProjectionRunner:
                     if item.error is not None:
                         self._emit_dead_letter(uow, item, item.error, attempts=1)
                         invalid.append(item)
-                    elif self._is_for_this_group(item.record):
+                    elif item.event is not None and self._is_for_this_group(item.record):
                         candidates.append(self._traced(item.event, item.record, spans))
                 consumed = await self._not_yet_applied(uow, candidates)
                 if consumed:
@@ -311,10 +313,11 @@ def dead_letter_event(
 ) -> Envelope[EventDeadLettered]:
     """The DLQ event for a record; its id is derived from the record and the handler."""
     now = datetime.now(UTC)
+    raw = record.value or b""  # a tombstone is never dead-lettered; typed for safety
     try:
-        value, encoding = record.value.decode(), DeadLetterValueEncoding.UTF_8
+        value, encoding = raw.decode(), DeadLetterValueEncoding.UTF_8
     except UnicodeDecodeError:
-        value = base64.b64encode(record.value).decode()
+        value = base64.b64encode(raw).decode()
         encoding = DeadLetterValueEncoding.BASE64
     headers = {name: raw.decode(errors="replace") for name, raw in record.headers}
     key = record.key.decode(errors="replace") if record.key else None

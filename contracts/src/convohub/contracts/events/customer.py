@@ -445,8 +445,10 @@ class CustomerProfileSnapshot(EventPayload):
     """The whole current profile of one customer, published by crm after every change to it
     on the compacted topic `convohub.customer-profile.v1` (keyed by customer id), so the
     latest record per key is the customer as crm knows it now. A merged-away customer's
-    record names its survivor; after erasure the record is a minimal snapshot with status
-    `erased` and no personal data (the bus carries no null-value tombstones)."""
+    record names its survivor. On erasure crm publishes a minimal snapshot with status
+    `erased` and no personal data, then a tombstone (a record with a null value) for the
+    key, so compaction deletes every snapshot of the person: readers must expect a null
+    value and treat it as "this customer is gone"."""
 
     model_config = ConfigDict(
         json_schema_extra={

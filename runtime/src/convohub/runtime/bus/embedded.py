@@ -23,6 +23,10 @@ Around a handover two members may both deliver a partition for up to one poll (t
 owner has not noticed yet): the duplicate the port allows, never a loss, because a member
 starts a partition at the group's committed offset and only commits what it delivered.
 
+A record with a null value is a tombstone (`KafkaRecord.value` None), kept and delivered
+like any other; the embedded log never compacts, so every record of a key stays readable
+and the latest one of an erased key is its tombstone, as on a compacted Kafka topic.
+
 Records without a key go round-robin over the partitions. A topic unknown at publish is
 created with `AUTO_CREATE_PARTITIONS` partitions (Kafka's `auto.create.topics.enable`);
 the registry's topics are created, or grown, by `start()`.
@@ -66,27 +70,31 @@ AUTO_CREATE_PARTITIONS = 3
 """Partitions of a topic that is first seen by `publish` (not in the registry)."""
 
 BUSY_TIMEOUT_MS = 30_000
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: the first log; 2: `record_value` may be NULL (tombstones). A file of version 1 is
+upgraded when a writer opens it."""
 
 _T = TypeVar("_T")
 
 # murmur2 is pure Python (tens of µs a key) and keys repeat (a conversation has many events).
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS topics (
-    name TEXT PRIMARY KEY,
-    partitions INTEGER NOT NULL CHECK (partitions > 0)
-);
-CREATE TABLE IF NOT EXISTS records (
+_RECORDS_COLUMNS = """
     topic TEXT NOT NULL,
     partition_id INTEGER NOT NULL,
     record_offset INTEGER NOT NULL,
     record_key BLOB,
-    record_value BLOB NOT NULL,
+    record_value BLOB,
     headers TEXT NOT NULL,
     timestamp_ms INTEGER NOT NULL,
     PRIMARY KEY (topic, partition_id, record_offset)
+"""
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS topics (
+    name TEXT PRIMARY KEY,
+    partitions INTEGER NOT NULL CHECK (partitions > 0)
 );
+CREATE TABLE IF NOT EXISTS records ({_RECORDS_COLUMNS});
 CREATE TABLE IF NOT EXISTS group_offsets (
     group_id TEXT NOT NULL,
     topic TEXT NOT NULL,
@@ -488,6 +496,8 @@ def _connect(path: Path, *, writer: bool) -> sqlite3.Connection:
                     raise RuntimeError(
                         f"{path} has log schema version {version}; this code knows {SCHEMA_VERSION}"
                     )
+                if version == 1:
+                    _allow_null_values(connection)
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         connection.execute(statement)
@@ -498,6 +508,15 @@ def _connect(path: Path, *, writer: bool) -> sqlite3.Connection:
         connection.close()
         raise
     return connection
+
+
+def _allow_null_values(connection: sqlite3.Connection) -> None:
+    """Upgrade a version-1 log: `record_value` loses NOT NULL (SQLite cannot drop a column
+    constraint, so the table is rebuilt; rows and offsets are copied as they are)."""
+    connection.execute(f"CREATE TABLE records_v2 ({_RECORDS_COLUMNS})")
+    connection.execute("INSERT INTO records_v2 SELECT * FROM records")
+    connection.execute("DROP TABLE records")
+    connection.execute("ALTER TABLE records_v2 RENAME TO records")
 
 
 def _enable_wal(connection: sqlite3.Connection) -> None:

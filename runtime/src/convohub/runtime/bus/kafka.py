@@ -465,7 +465,7 @@ def _log_record(record: ConsumerRecord) -> LogRecord:
         partition=record.partition,
         offset=record.offset,
         key=record.key,
-        value=record.value if record.value is not None else b"",
+        value=record.value,  # None: a tombstone
         headers=tuple(record.headers),
         timestamp_ms=record.timestamp,
     )

@@ -46,13 +46,14 @@ class UnknownTopicError(LookupError):
 
 @dataclass(frozen=True, slots=True)
 class LogRecord:
-    """One record as read from the log."""
+    """One record as read from the log. `value` is None for a tombstone (a key deleted from
+    a compacted topic; see `convohub.contracts.kafka.tombstone`)."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     timestamp_ms: int
 
@@ -63,6 +64,11 @@ class LogRecord:
     @property
     def topic_partition(self) -> TopicPartition:
         return (self.topic, self.partition)
+
+    @property
+    def is_tombstone(self) -> bool:
+        """A null value: the key is deleted (compacted topics)."""
+        return self.value is None
 
 
 BatchHandler = Callable[[Sequence[LogRecord]], Awaitable[None]]
@@ -104,7 +110,8 @@ class EventBus(ABC):
         """Append records and return once the log acknowledged all of them.
 
         Kafka: idempotent producer, `acks=all`. Records of one call that share a key keep
-        their order. Raises when any record could not be acknowledged.
+        their order. A record whose value is None goes out as a tombstone (a null value).
+        Raises when any record could not be acknowledged.
         """
 
     async def publish_events(

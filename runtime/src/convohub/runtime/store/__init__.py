@@ -2,6 +2,7 @@
 (projection writes, positions and outbox rows in one transaction) and the outbox relay."""
 
 from convohub.runtime.store.database import create_engine
+from convohub.runtime.store.forgetting import purge_published_for_keys
 from convohub.runtime.store.migrate import (
     RUNTIME_MIGRATIONS,
     RUNTIME_VERSION_TABLE,
@@ -26,5 +27,6 @@ __all__ = [
     "create_engine",
     "migrate",
     "migrate_runtime",
+    "purge_published_for_keys",
     "run_migrations_in_env",
 ]

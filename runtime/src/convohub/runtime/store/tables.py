@@ -6,7 +6,8 @@ partition, the offset of the next record to apply (records below it were applied
 applied: an outbox re-published after a crash puts the same event on the log again at a
 new offset, and the id is how the group recognises it.
 `convohub_outbox` holds the events handlers emitted, written in the handler's
-transaction and published in `seq` order by the outbox relay.
+transaction and published in `seq` order by the outbox relay; a row whose `value` is NULL
+is a tombstone (published as a record with a null value, for a compacted topic).
 
 The Alembic history under `migrations/` creates these tables; keep the two in step (a
 test compares them).
@@ -66,7 +67,7 @@ OUTBOX = Table(
     Column("event_id", String(255), nullable=False, unique=True),
     Column("topic", String(255), nullable=False),
     Column("key", LargeBinary, nullable=True),
-    Column("value", LargeBinary, nullable=False),
+    Column("value", LargeBinary, nullable=True),  # NULL: a tombstone
     # [[name, base64 of the value], ...]: header values are bytes; base64 keeps them exact.
     Column("headers", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),

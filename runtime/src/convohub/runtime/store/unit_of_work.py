@@ -27,7 +27,7 @@ from sqlalchemy import String, bindparam, delete, func, select, text, tuple_
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
-from convohub.contracts import Envelope, KafkaRecord, to_kafka_record
+from convohub.contracts import Envelope, KafkaRecord, to_kafka_record, tombstone
 from convohub.runtime.store.statements import (
     OUTBOX_WRITE_LOCK,
     insert_missing_positions,
@@ -233,6 +233,18 @@ class UnitOfWork:
         if self.replaying:
             return
         self._outbox.setdefault(event.id, to_kafka_record(event, traceparent=traceparent))
+
+    def emit_tombstone(
+        self, topic: str, key: str, *, tombstone_id: str, traceparent: str | None = None
+    ) -> None:
+        """Publish a tombstone of `key` on the compacted `topic` (a record with a null
+        value: compaction then deletes the key's earlier records) once this transaction
+        commits, after the events emitted before it. `tombstone_id` identifies it in the
+        outbox (derive it from the cause, so a re-run emits it once). Dropped when
+        replaying."""
+        if self.replaying:
+            return
+        self._outbox.setdefault(tombstone_id, tombstone(topic, key, traceparent=traceparent))
 
     def emit_record(self, record: KafkaRecord, *, event_id: str) -> None:
         """Publish a raw record once this transaction commits (the dead-letter path);

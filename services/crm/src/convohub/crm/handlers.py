@@ -36,7 +36,7 @@ from convohub.contracts.events.customer import (
     MergeReason,
 )
 from convohub.contracts.payload import EventPayload
-from convohub.contracts.topics import CONVERSATION, CUSTOMER
+from convohub.contracts.topics import CONVERSATION, CUSTOMER, CUSTOMER_PROFILE
 from convohub.crm.adapters.repository import CustomerRepository, lock_tenant
 from convohub.crm.adapters.tables import APPLIED_COMMANDS, CONVERSATIONS, METADATA, TIMELINE
 from convohub.crm.domain.book import (
@@ -153,6 +153,21 @@ def emit_book_changes(
         )
 
 
+def emit_profile_tombstones(
+    uow: UnitOfWork, tenant_id: str, request_id: str, erased_ids: Sequence[str]
+) -> None:
+    """A tombstone (null value) per erased customer on the compacted profile topic, after
+    the erased snapshots: compaction then deletes every snapshot of the person."""
+    for customer_id in erased_ids:
+        uow.emit_tombstone(
+            CUSTOMER_PROFILE.name,
+            customer_id,
+            tombstone_id=derived_event_id(
+                f"{tenant_id}/{request_id}", f"tombstone:{CUSTOMER_PROFILE.name}", customer_id
+            ),
+        )
+
+
 _COMMAND_TYPES = {
     CustomerIdentified.event_type,  # only those without a conversation: the API's
     CustomerIdentitiesMerged.event_type,
@@ -264,6 +279,7 @@ class ConversationProjection(Projection):
                 segment_events = await save_book(repository, book, at)
                 await repository.purge(erased, at)
                 emit_book_changes(uow, book, tenant_id, at, segment_events)
+                emit_profile_tombstones(uow, tenant_id, data.request_id, erased)
                 return
             else:
                 return
@@ -526,7 +542,8 @@ async def erase_customer(
     at: datetime,
 ) -> CustomerErasureRequested:
     """Record who asked to erase whom (the audit event), purge CRM's own personal data of
-    the customer and everyone merged into it, then announce `erased` to every service."""
+    the customer and everyone merged into it, then announce `erased` to every service and
+    tombstone each erased customer's key on the compacted profile topic."""
     await lock_tenant(uow.connection, actor.tenant_id)
     repository = CustomerRepository(uow.connection, actor.tenant_id)
     book = await repository.load(settings, [customer_id], with_family=True)
@@ -553,4 +570,5 @@ async def erase_customer(
     ]
     await _emit_new(uow, actor, [request, *erased], at)
     emit_book_changes(uow, book, actor.tenant_id, at, segment_events)
+    emit_profile_tombstones(uow, actor.tenant_id, request.request_id, erased_ids)
     return request
