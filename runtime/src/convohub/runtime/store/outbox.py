@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -48,6 +48,7 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_interval: float = 0.05,
+        on_published: Callable[[Sequence[KafkaRecord]], None] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -59,6 +60,8 @@ class OutboxRelay:
         self.bus = bus
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.on_published = on_published
+        """Called with each batch the log acknowledged (the published-events counter)."""
         self._wakeup = asyncio.Event()
 
     def wake(self) -> None:
@@ -125,7 +128,9 @@ class OutboxRelay:
             if seqs:
                 await self.bus.publish(records)
                 await self._mark_published(connection, seqs)
-            return len(seqs)
+        if seqs:
+            self._published(records)
+        return len(seqs)
 
     async def _publish_batch_holding_advisory_lock(self) -> int:
         lock_key = outbox_lock_key(OUTBOX_RELAY_LOCK)
@@ -142,9 +147,17 @@ class OutboxRelay:
                 await self.bus.publish(records)
                 await self._mark_published(connection, seqs)
                 await connection.commit()
+                self._published(records)
                 return len(seqs)
             finally:
                 await _release_advisory_lock(connection, lock_key)
+
+    def _published(self, records: Sequence[KafkaRecord]) -> None:
+        if self.on_published is not None:
+            try:
+                self.on_published(records)
+            except Exception:  # counting is best effort: the rows are published
+                log.exception("on_published callback failed")
 
     async def _read_batch(self, connection: AsyncConnection) -> tuple[list[int], list[KafkaRecord]]:
         query = (
