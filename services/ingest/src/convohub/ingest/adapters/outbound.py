@@ -37,6 +37,7 @@ from convohub.ingest.domain.desk import (
 from convohub.runtime.config import ChannelConfig
 
 __all__ = [
+    "OUTBOUND_CUSTOMERS",
     "OUTBOUND_DELIVERIES",
     "OUTBOUND_THREADS",
     "any_due",
@@ -83,6 +84,16 @@ OUTBOUND_THREADS = Table(
     Column("email_message_ids", JSON, nullable=False),
     Column("subject", String(998)),
 )
+
+OUTBOUND_CUSTOMERS = Table(
+    "ingest_outbound_customers",
+    METADATA,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("customer_id", String(255), primary_key=True),
+    Column("conversation_id", String(255), primary_key=True),
+)
+"""Whose conversation is whose (customer.identified), so the outbound intake can apply
+customer.erased itself, in log order, on a rebuild from nothing too."""
 
 
 async def claim_due(connection: AsyncConnection, now: datetime, limit: int) -> list[dict[str, Any]]:

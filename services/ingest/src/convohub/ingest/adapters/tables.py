@@ -125,3 +125,14 @@ CUSTOMER_KEYS = Table(
     Column("customer_key", String(320), primary_key=True),
 )
 """Which customer keys CRM resolved to which customer (customer.identified): for erasure."""
+
+ERASED_CONVERSATIONS = Table(
+    "ingest_erased_conversations",
+    METADATA,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("conversation_id", String(255), primary_key=True),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+)
+"""The erasure ledger: conversations whose customer was erased (ids only, no personal
+data). On no projection's metadata, so a replay never drops it: every ingest projection
+that stores personal data consults it, and a rebuild does not bring the person back."""

@@ -8,27 +8,35 @@ customer contact and to serve web chat.
 - feedback topic: survey_sent / survey_answered / survey_expired say whether a survey
   awaits the customer's answer (then a message does not reopen a resolved conversation).
 - customer topic: customer.identified maps customer keys to customer ids;
-  customer.erased purges that customer's personal data from ingest's tables.
+  customer.erased purges that customer's personal data from ingest's tables and records
+  the conversations in the erasure ledger, which a replay never drops (web chat replies
+  of a ledgered conversation are not stored again).
+
+The projection owns (and a replay drops and rebuilds) only the tables it builds from the
+log alone: provider message ids, web chat replies and customer keys. The conversations
+themselves are written by the inbound pipeline; a replay re-applies their status changes
+in log order, which converges to the same state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import MetaData, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convohub.contracts.events.common import Channel
 from convohub.contracts.events.customer import CustomerIdentifier, IdentifierKind
 from convohub.contracts.topics import CONVERSATION, CUSTOMER, FEEDBACK
+from convohub.ingest.adapters.erasure import erased_conversations, remember_erased
 from convohub.ingest.adapters.repository import insert_ignoring_duplicates
 from convohub.ingest.adapters.tables import (
     CALLS,
     CONVERSATIONS,
     CUSTOMER_KEYS,
     EMAIL_THREADS,
-    METADATA,
     PROVIDER_MESSAGES,
     WEBCHAT_REPLIES,
     WEBCHAT_SESSIONS,
@@ -47,6 +55,11 @@ from convohub.runtime.projection import ConsumedEvent, Projection
 from convohub.runtime.store import UnitOfWork
 
 __all__ = ["ConversationStateProjection", "customer_key_of"]
+
+CHANNEL_STATE_METADATA = MetaData()
+for _table in (PROVIDER_MESSAGES, WEBCHAT_REPLIES, CUSTOMER_KEYS):
+    _table.to_metadata(CHANNEL_STATE_METADATA)
+del _table
 
 _PREFIX = "convohub.conversation."
 _STATUS_BY_TYPE = {
@@ -83,7 +96,7 @@ def customer_key_of(identifier: CustomerIdentifier) -> str | None:
 class ConversationStateProjection(Projection):
     name = "ingest.conversations"
     topics = (CONVERSATION.name, FEEDBACK.name, CUSTOMER.name)
-    metadata = METADATA
+    metadata = CHANNEL_STATE_METADATA
 
     async def apply(self, events: Sequence[ConsumedEvent], uow: UnitOfWork) -> None:
         connection = uow.connection
@@ -114,7 +127,9 @@ class ConversationStateProjection(Projection):
                         )
                     )
             elif event.type == "convohub.conversation.message_sent.v1":
-                if data.channel is Channel.WEB_CHAT:
+                if data.channel is Channel.WEB_CHAT and not await erased_conversations(
+                    connection, event.tenantid, [data.conversation_id]
+                ):
                     await connection.execute(
                         insert_ignoring_duplicates(connection, WEBCHAT_REPLIES).values(
                             message_id=data.message_id,
@@ -136,7 +151,7 @@ class ConversationStateProjection(Projection):
                         )
                     )
             elif event.type == "convohub.customer.erased.v1":
-                await erase_customer(connection, event.tenantid, data.customer_id)
+                await erase_customer(connection, event.tenantid, data.customer_id, data.erased_at)
 
 
 async def _set_status(
@@ -151,8 +166,12 @@ async def _set_status(
     await connection.execute(query.values(**values))
 
 
-async def erase_customer(connection: AsyncConnection, tenant_id: str, customer_id: str) -> None:
-    """Purge identifiers, names and message texts of the customer from ingest's tables."""
+async def erase_customer(
+    connection: AsyncConnection, tenant_id: str, customer_id: str, at: datetime
+) -> None:
+    """Purge identifiers, names and message texts of the customer from ingest's tables,
+    and record their conversations in the erasure ledger."""
+    erased_key = f"erased:{customer_id}"
     keys = list(
         (
             await connection.execute(
@@ -163,23 +182,27 @@ async def erase_customer(connection: AsyncConnection, tenant_id: str, customer_i
             )
         ).scalars()
     )
-    if not keys:
-        return
+    # On a replay the conversations were purged already (their key is `erased_key`);
+    # what the replay rebuilt of them (web chat replies) goes again.
     conversations = list(
         (
             await connection.execute(
                 select(CONVERSATIONS.c.conversation_id).where(
                     CONVERSATIONS.c.tenant_id == tenant_id,
-                    CONVERSATIONS.c.customer_key.in_(keys),
+                    or_(
+                        CONVERSATIONS.c.customer_key.in_(keys),
+                        CONVERSATIONS.c.customer_key == erased_key,
+                    ),
                 )
             )
         ).scalars()
     )
     if conversations:
+        await remember_erased(connection, tenant_id, conversations, at)
         await connection.execute(
             update(CONVERSATIONS)
             .where(CONVERSATIONS.c.conversation_id.in_(conversations))
-            .values(customer_key=f"erased:{customer_id}", address="", display_name=None)
+            .values(customer_key=erased_key, address="", display_name=None)
         )
         await connection.execute(
             delete(WEBCHAT_REPLIES).where(WEBCHAT_REPLIES.c.conversation_id.in_(conversations))

@@ -28,13 +28,16 @@ from convohub.contracts.events.conversation import (
     MessageFailed,
     MessageSent,
 )
-from convohub.contracts.topics import CONVERSATION, FEEDBACK
+from convohub.contracts.topics import CONVERSATION, CUSTOMER, FEEDBACK
 from convohub.ingest.adapters.desk import insert_ignoring_duplicates, moment
+from convohub.ingest.adapters.erasure import erased_conversations, remember_erased
 from convohub.ingest.adapters.outbound import (
+    OUTBOUND_CUSTOMERS,
     OUTBOUND_DELIVERIES,
     OUTBOUND_THREADS,
     any_due,
     claim_due,
+    purge_outbound_for,
     retry_policy_of,
     send_message,
 )
@@ -53,31 +56,111 @@ log = structlog.get_logger(__name__)
 SOURCE = "/convohub/ingest/outbound"
 
 OUTBOUND_METADATA = MetaData()
-for _table in (OUTBOUND_DELIVERIES, OUTBOUND_THREADS):
+for _table in (OUTBOUND_DELIVERIES, OUTBOUND_THREADS, OUTBOUND_CUSTOMERS):
     _table.to_metadata(OUTBOUND_METADATA)
 del _table
 
 
 class OutboundIntake(Projection):
-    """Queues outbound messages and keeps what a reply needs per conversation."""
+    """Queues outbound messages and keeps what a reply needs per conversation.
+
+    It also reads the customer topic: `customer.identified` tells it whose conversation is
+    whose, and `customer.erased` purges the person's addresses and texts and records the
+    conversations in the erasure ledger. A conversation in the ledger gets no address, name
+    or subject, and its messages are queued as `erased` (never sent), so a rebuild of this
+    projection does not bring the person back.
+    """
 
     name = "ingest.outbound"
-    topics = (CONVERSATION.name, FEEDBACK.name)
+    topics = (CONVERSATION.name, FEEDBACK.name, CUSTOMER.name)
     metadata = OUTBOUND_METADATA
 
     async def apply(self, events: Sequence[ConsumedEvent], uow: UnitOfWork) -> None:
+        erased = await _erased_of(uow, [consumed.event for consumed in events])
         for consumed in events:
             event = consumed.event
+            if event.type == "convohub.customer.identified.v1":
+                await self._identified(uow, event)
+                continue
+            if event.type == "convohub.customer.erased.v1":
+                conversations = await self._erase(uow, event)
+                erased |= {(event.tenantid, conversation) for conversation in conversations}
+                continue
+            conversation_id = getattr(event.data, "conversation_id", None)
+            is_erased = (event.tenantid, conversation_id) in erased
             if event.type in (
                 "convohub.conversation.started.v1",
                 "convohub.conversation.message_received.v1",
                 "convohub.conversation.channel_switched.v1",
             ):
-                await self._thread(uow, event)
+                if not is_erased:
+                    await self._thread(uow, event)
             elif event.type == "convohub.conversation.message_sent.v1":
-                await self._queue(uow, event)
-            elif event.type == "convohub.feedback.survey_sent.v1":
+                await self._queue(uow, event, erased=is_erased)
+            elif event.type in (
+                "convohub.conversation.message_delivered.v1",
+                "convohub.conversation.message_failed.v1",
+            ):
+                await self._outcome(uow, event)
+            elif event.type == "convohub.feedback.survey_sent.v1" and not is_erased:
                 await self._survey(uow, consumed)
+
+    async def _identified(self, uow: UnitOfWork, event: Envelope[Any]) -> None:
+        if event.data.conversation_id is None:
+            return
+        await insert_ignoring_duplicates(
+            uow.connection,
+            OUTBOUND_CUSTOMERS,
+            [
+                {
+                    "tenant_id": event.tenantid,
+                    "customer_id": event.data.customer_id,
+                    "conversation_id": event.data.conversation_id,
+                }
+            ],
+        )
+
+    async def _erase(self, uow: UnitOfWork, event: Envelope[Any]) -> list[str]:
+        """Purge the customer's conversations (their addresses, subjects and queued
+        texts) and record them in the erasure ledger; returns their ids."""
+        where = (
+            OUTBOUND_CUSTOMERS.c.tenant_id == event.tenantid,
+            OUTBOUND_CUSTOMERS.c.customer_id == event.data.customer_id,
+        )
+        rows = await uow.connection.execute(
+            select(OUTBOUND_CUSTOMERS.c.conversation_id).where(*where)
+        )
+        conversations = sorted(set(rows.scalars()))
+        await remember_erased(uow.connection, event.tenantid, conversations, event.data.erased_at)
+        for conversation_id in conversations:
+            await purge_outbound_for(uow.connection, event.tenantid, conversation_id)
+        return conversations
+
+    async def _outcome(self, uow: UnitOfWork, event: Envelope[Any]) -> None:
+        """Fold a delivery outcome into the queue. Live the worker recorded it already
+        (nothing changes); on a rebuild it keeps messages sent long ago from going out
+        again."""
+        data = event.data
+        table = OUTBOUND_DELIVERIES
+        where = (
+            table.c.tenant_id == event.tenantid,
+            table.c.message_id == data.message_id,
+            table.c.status == "pending",
+        )
+        if event.type == "convohub.conversation.message_delivered.v1":
+            values: dict[str, Any] = {"status": "sent", "lease_until": None}
+            values["provider_message_id"] = data.provider_message_id
+            await uow.connection.execute(table.update().where(*where).values(**values))
+        elif not data.retryable:
+            values = {"status": "failed", "lease_until": None}
+            values["last_error"] = data.error_code[:255]
+            await uow.connection.execute(table.update().where(*where).values(**values))
+        else:
+            await uow.connection.execute(
+                table.update()
+                .where(*where, table.c.attempts < data.attempts)
+                .values(attempts=data.attempts)
+            )
 
     async def _thread(self, uow: UnitOfWork, event: Envelope[Any]) -> None:
         data = event.data
@@ -125,8 +208,33 @@ class OutboundIntake(Projection):
         else:
             await uow.connection.execute(OUTBOUND_THREADS.insert().values(**values))
 
-    async def _queue(self, uow: UnitOfWork, event: Envelope[Any]) -> None:
+    async def _queue(self, uow: UnitOfWork, event: Envelope[Any], *, erased: bool) -> None:
         data: MessageSent = event.data
+        if erased:  # the row says the message existed; nothing about whom or what
+            await insert_ignoring_duplicates(
+                uow.connection,
+                OUTBOUND_DELIVERIES,
+                [
+                    {
+                        "tenant_id": event.tenantid,
+                        "message_id": data.message_id,
+                        "conversation_id": data.conversation_id,
+                        "channel": data.channel.value,
+                        "channel_id": data.channel_id,
+                        "recipient": None,
+                        "content": None,
+                        "email_headers": {},
+                        "cause": {"erased": True},
+                        "status": "erased",
+                        "attempts": 0,
+                        "next_attempt_at": moment(event.time),
+                        "lease_until": None,
+                        "provider_message_id": None,
+                        "last_error": None,
+                    }
+                ],
+            )
+            return
         thread = (
             (
                 await uow.connection.execute(
@@ -203,6 +311,20 @@ class OutboundIntake(Projection):
             caused_by(event, message, source=SOURCE, time=event.time),
             traceparent=consumed.traceparent,
         )
+
+
+async def _erased_of(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> set[tuple[str, str]]:
+    """The (tenant, conversation) pairs of the events that are in the erasure ledger."""
+    by_tenant: dict[str, set[str]] = {}
+    for event in events:
+        conversation_id = getattr(event.data, "conversation_id", None)
+        if conversation_id is not None:
+            by_tenant.setdefault(event.tenantid, set()).add(conversation_id)
+    found: set[tuple[str, str]] = set()
+    for tenant_id, ids in by_tenant.items():
+        erased = await erased_conversations(uow.connection, tenant_id, ids)
+        found |= {(tenant_id, conversation_id) for conversation_id in erased}
+    return found
 
 
 def _channel_of(config: HubConfig, tenant_id: str, channel_id: str) -> ChannelConfig | None:

@@ -1,6 +1,10 @@
 """The desk's read model: conversation, routing and feedback events folded into one row per
 conversation plus its timeline, and customer erasure purging them.
 
+An erasure also records the customer's conversations in ingest's erasure ledger
+(`ingest_erased_conversations`, which no replay drops); a conversation found there is
+folded as erased from its first event on, so a rebuild never stores the person again.
+
 `apply_to_read_model` is idempotent per event (timeline rows are keyed by event id, row
 changes are set-like), so an agent command applies its own event at once (read your
 writes) and the projection applying it again from the log changes nothing.
@@ -9,6 +13,7 @@ writes) and the projection applying it again from the log changes nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -29,6 +34,7 @@ from convohub.ingest.adapters.desk import (
     moment,
     save_conversations,
 )
+from convohub.ingest.adapters.erasure import erased_conversations, remember_erased
 from convohub.ingest.adapters.outbound import purge_outbound_for
 from convohub.ingest.domain.desk import ConversationState, next_state
 from convohub.runtime.projection import ConsumedEvent, Projection
@@ -180,7 +186,7 @@ async def apply_to_read_model(connection: AsyncConnection, events: Iterable[Enve
             await _identified(connection, event)
         elif event.type == "convohub.customer.erased.v1":
             await batch.flush()
-            await _erase(connection, event.tenantid, event.data.customer_id)
+            await _erase(connection, event.tenantid, event.data.customer_id, event.data.erased_at)
         elif _is_conversation_event(event.type):
             await batch.add(event)
     await batch.flush()
@@ -194,6 +200,7 @@ class _Batch:
         self.deliveries: list[tuple[str, str, str, str, str | None]] = []
         self.prefetched: dict[tuple[str, str], dict[str, Any]] = {}
         self.fetched: set[tuple[str, str]] = set()
+        self.erased: set[tuple[str, str]] = set()  # in the erasure ledger, of `fetched`
 
     async def prefetch(self, events: list[Envelope[Any]]) -> None:
         """Load every conversation the batch touches in one query (per tenant)."""
@@ -204,6 +211,17 @@ class _Batch:
         }
         self.prefetched = await load_conversations(self.connection, keys)
         self.fetched = keys
+        by_tenant: dict[str, list[str]] = {}
+        for tenant_id, conversation_id in keys:
+            by_tenant.setdefault(tenant_id, []).append(conversation_id)
+        for tenant_id, ids in by_tenant.items():
+            found = await erased_conversations(self.connection, tenant_id, ids)
+            self.erased |= {(tenant_id, conversation_id) for conversation_id in found}
+
+    async def _is_erased(self, key: tuple[str, str]) -> bool:
+        if key in self.fetched:
+            return key in self.erased
+        return bool(await erased_conversations(self.connection, key[0], [key[1]]))
 
     async def add(self, event: Envelope[Any]) -> None:
         data = event.data.model_dump(mode="json")
@@ -219,6 +237,10 @@ class _Batch:
                 self.rows[key] = (_new_row(tenant_id, conversation_id, moment(event.time)), False)
             else:
                 self.rows[key] = (loaded, True)
+            row = self.rows[key][0]
+            if not row["customer_erased"] and await self._is_erased(key):
+                row["customer_erased"] = True
+                row["customer"] = _redacted_customer(row["customer"])
         row, _ = self.rows[key]
         _fold(row, event, data)
         if event.type == "convohub.conversation.message_delivered.v1":
@@ -262,6 +284,7 @@ class _Batch:
         # database: later events of the batch read them again.
         self.prefetched.clear()
         self.fetched.clear()
+        self.erased.clear()
         self.rows.clear()
         self.timeline.clear()
         self.deliveries.clear()
@@ -328,21 +351,27 @@ async def conversations_of_customer(
     return sorted(found)
 
 
-async def _erase(connection: AsyncConnection, tenant_id: str, customer_id: str) -> None:
+def _redacted_customer(customer: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The conversation's customer identity without its personal fields."""
+    if not customer:
+        return customer
+    document = {"type": "convohub.conversation.started.v1", "data": {"customer": customer}}
+    redacted: dict[str, Any] = redact(document)["data"]["customer"]
+    return redacted
+
+
+async def _erase(
+    connection: AsyncConnection, tenant_id: str, customer_id: str, at: datetime
+) -> None:
     """Purge the customer's personal data: identities, message texts and every other
-    personal field of their conversations' timelines, and their outbound queue rows."""
+    personal field of their conversations' timelines, and their outbound queue rows; and
+    record the conversations in the erasure ledger."""
     conversation_ids = await conversations_of_customer(connection, tenant_id, customer_id)
+    await remember_erased(connection, tenant_id, conversation_ids, at)
     for conversation_id in conversation_ids:
         row = await load_conversation(connection, tenant_id, conversation_id)
         if row is not None:
-            customer = row["customer"]
-            if customer:
-                customer = redact(
-                    {
-                        "type": "convohub.conversation.started.v1",
-                        "data": {"customer": customer},
-                    }
-                )["data"]["customer"]
+            customer = _redacted_customer(row["customer"])
             await connection.execute(
                 DESK_CONVERSATIONS.update()
                 .where(

@@ -1,0 +1,167 @@
+"""Ingest's erasure ledger and the outbound intake on a rebuild, applied directly on
+SQLite: a projection rebuilt from the log stores no erased person again, and the rebuilt
+delivery queue does not send again what was sent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from convohub.contracts import Envelope, new_event, to_kafka_record
+from convohub.contracts.catalogue import payload_class, payload_examples
+from convohub.ingest.adapters.desk import DESK_CONVERSATIONS, DESK_TIMELINE
+from convohub.ingest.adapters.erasure import erased_conversations, remember_erased
+from convohub.ingest.adapters.outbound import OUTBOUND_DELIVERIES, OUTBOUND_THREADS
+from convohub.ingest.adapters.tables import METADATA
+from convohub.ingest.handlers.delivery import OutboundIntake
+from convohub.ingest.handlers.readmodel import apply_to_read_model
+from convohub.runtime.bus.port import LogRecord
+from convohub.runtime.projection import ConsumedEvent, Projection
+from convohub.runtime.store import ProjectionStore, create_engine, migrate_runtime
+
+ADDRESS = "8613800138000"
+REPLY = "your parcel SF1234567890 ships today"
+AT = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def event(event_type: str, **fields: Any) -> Envelope[Any]:
+    payload = payload_class(event_type).model_validate(
+        {**payload_examples(event_type)[0], **fields}
+    )
+    return new_event(payload, tenant_id="acme", source="/test", time=AT)
+
+
+def consumed(events: Sequence[Envelope[Any]]) -> list[ConsumedEvent]:
+    found = []
+    for offset, item in enumerate(events):
+        record = to_kafka_record(item)
+        log_record = LogRecord(record.topic, 0, offset, record.key, record.value, record.headers, 0)
+        found.append(ConsumedEvent.of(item, log_record))
+    return found
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[ProjectionStore]:
+    store = ProjectionStore(create_engine(f"sqlite+aiosqlite:///{tmp_path}/ingest.sqlite3"))
+    await migrate_runtime(store.engine)
+    async with store.engine.begin() as connection:
+        await connection.run_sync(METADATA.create_all)
+    yield store
+    await store.engine.dispose()
+
+
+async def apply(store: ProjectionStore, projection: Projection, events: list[Any]) -> None:
+    async with store.unit_of_work() as uow:
+        await projection.apply(consumed(events), uow)
+        await uow.commit()
+
+
+async def rebuild(store: ProjectionStore, projection: Projection, events: list[Any]) -> None:
+    """What `convohub replay` does: drop the projection's tables, recreate, re-apply."""
+    async with store.engine.begin() as connection:
+        await connection.run_sync(projection.metadata.drop_all)
+        await connection.run_sync(projection.metadata.create_all)
+    async with store.unit_of_work(replaying=True) as uow:
+        await projection.apply(consumed(events), uow)
+        await uow.commit()
+
+
+async def rows_of(store: ProjectionStore, table: Any) -> list[dict[str, Any]]:
+    async with store.engine.connect() as connection:
+        return [dict(row) for row in (await connection.execute(select(table))).mappings()]
+
+
+def conversation(conversation_id: str = "conv-1") -> list[Envelope[Any]]:
+    return [
+        event("convohub.conversation.started.v1", conversation_id=conversation_id),
+        event("convohub.conversation.message_received.v1", conversation_id=conversation_id),
+        event(
+            "convohub.conversation.message_sent.v1",
+            conversation_id=conversation_id,
+            message_id="msg-reply",
+            content={"text": REPLY},
+        ),
+    ]
+
+
+async def test_the_outbound_intake_erases_the_person_and_its_rebuild_stores_nothing_of_them(
+    store: ProjectionStore,
+) -> None:
+    intake = OutboundIntake()
+    identified = event(
+        "convohub.customer.identified.v1", customer_id="cust-1", conversation_id="conv-1"
+    )
+    await apply(store, intake, [*conversation(), identified])
+    assert ADDRESS in str(await rows_of(store, OUTBOUND_THREADS))
+    assert REPLY in str(await rows_of(store, OUTBOUND_DELIVERIES))
+
+    await apply(store, intake, [event("convohub.customer.erased.v1", customer_id="cust-1")])
+    async with store.engine.connect() as connection:
+        assert await erased_conversations(connection, "acme", ["conv-1", "conv-2"]) == {"conv-1"}
+    # A rebuild from the conversation topic alone (no customer events to tell whose it
+    # was): the ledger alone keeps the address and the reply out.
+    await rebuild(store, intake, conversation())
+
+    threads, deliveries = (
+        await rows_of(store, OUTBOUND_THREADS),
+        await rows_of(store, OUTBOUND_DELIVERIES),
+    )
+    assert ADDRESS not in str(threads)
+    assert ADDRESS not in str(deliveries)
+    assert REPLY not in str(deliveries)
+    assert [(d["message_id"], d["status"]) for d in deliveries] == [("msg-reply", "erased")]
+
+
+async def test_a_rebuilt_delivery_queue_does_not_send_again_what_was_sent(
+    store: ProjectionStore,
+) -> None:
+    def sent(message_id: str) -> Envelope[Any]:
+        return event("convohub.conversation.message_sent.v1", message_id=message_id)
+
+    log = [
+        sent("msg-1"),
+        event("convohub.conversation.message_delivered.v1", message_id="msg-1", state="sent"),
+        sent("msg-2"),
+        event("convohub.conversation.message_failed.v1", message_id="msg-2", retryable=False),
+        sent("msg-3"),
+        event(
+            "convohub.conversation.message_failed.v1",
+            message_id="msg-3",
+            retryable=True,
+            attempts=2,
+        ),
+        sent("msg-4"),
+    ]
+    await rebuild(store, OutboundIntake(), log)
+
+    deliveries = {d["message_id"]: d for d in await rows_of(store, OUTBOUND_DELIVERIES)}
+    assert {m: (d["status"], d["attempts"]) for m, d in deliveries.items()} == {
+        "msg-1": ("sent", 0),
+        "msg-2": ("failed", 0),
+        "msg-3": ("pending", 2),  # retried, with its attempts counted
+        "msg-4": ("pending", 0),  # never tried: still to send
+    }
+
+
+async def test_the_desk_folds_a_ledgered_conversation_as_erased_from_its_first_event(
+    store: ProjectionStore,
+) -> None:
+    async with store.unit_of_work() as uow:
+        await remember_erased(uow.connection, "acme", ["conv-1"], AT)
+        await uow.commit()
+    async with store.unit_of_work() as uow:
+        await apply_to_read_model(uow.connection, conversation())
+        await uow.commit()
+
+    [row] = await rows_of(store, DESK_CONVERSATIONS)
+    assert row["customer_erased"] is True
+    assert ADDRESS not in str(row)
+    timeline = await rows_of(store, DESK_TIMELINE)
+    assert len(timeline) == 3
+    assert REPLY not in str(timeline)
+    assert ADDRESS not in str(timeline)
