@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,8 +80,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     data_dir = home / ".convohub"
     # Its log goes to a file: a pipe nobody drains fills up and blocks the hub.
     log = (home / "hub.log").open("w")
+    # The environment's own script (tests run in the synced .venv), else the repo's wrapper.
+    installed = Path(sys.executable).with_name("convohub")
+    command = str(installed) if installed.exists() else str(REPO_DIR / "convohub")
     process = subprocess.Popen(
-        [str(REPO_DIR / "convohub"), "up", "--port", str(port), "--data-dir", str(data_dir)],
+        [command, "up", "--port", str(port), "--data-dir", str(data_dir)],
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,

@@ -39,13 +39,17 @@ STARTED_BY_TESTS: list[str] = []
 @pytest.fixture(scope="module")
 def simulated(hub: Hub) -> SimulationSummary:
     """A short simulated rush: customers on every channel, simulated agents answering."""
-    run = simulate(hub.base, hub.config, rate=2.0, duration=6.0, seed=11, drain=6.0)
-    # In a thread of its own: Playwright's sync API keeps an event loop in this one.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        summary = pool.submit(asyncio.run, run).result(timeout=120)
+    summary = run_simulation(hub, rate=2.5, duration=5.0, seed=11, drain=4.0)
     assert summary.conversations > 5, summary.lines()
     assert not summary.missing_messages, summary.lines()
     return summary
+
+
+def run_simulation(hub: Hub, **options: Any) -> SimulationSummary:
+    run = simulate(hub.base, hub.config, **options)
+    # In a thread of its own: Playwright's sync API keeps an event loop in this one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, run).result(timeout=120)
 
 
 @pytest.fixture
@@ -236,9 +240,6 @@ def test_supervisor_panels_show_the_simulated_numbers(
     expect(view.locator(".routing .summary")).to_contain_text("Why:")
     page.wait_for_timeout(300)  # let the last repaint land before the picture
     page.screenshot(path=artifacts / "supervisor.png", full_page=True)
-    if os.environ.get("CONVOHUB_README_SCREENSHOT") == "1":
-        README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(artifacts / "supervisor.png", README_SCREENSHOT)
 
 
 def test_an_agent_accepts_replies_and_resolves_from_the_console(
@@ -282,3 +283,38 @@ def test_an_agent_accepts_replies_and_resolves_from_the_console(
     view.locator("button.send").click()
     expect(view.locator(".problem")).to_contain_text("body.text")
     page.screenshot(path=artifacts / "agent-problem.png", full_page=True)
+
+
+def test_the_console_updates_live_while_customers_queue_up(
+    hub: Hub, simulated: SimulationSummary, page: Page, artifacts: Path
+) -> None:
+    key = hub.key()
+    sign_in(page, hub, key)
+    page.locator("#panel-queues").scroll_into_view_if_needed()
+    before = int(page.locator("body").get_attribute("data-refreshes"))
+    # Customers write with no simulated agents: they wait in the queues, on the page too.
+    rush = run_simulation(hub, rate=4.0, duration=3.0, seed=12, agents=False, drain=3.0)
+    assert rush.conversations > 3, rush.lines()
+
+    def api_waiting() -> dict[str, int]:
+        return {q["skill_group"]: q["length"] for q in hub.get("/v1/queues", key).json()["queues"]}
+
+    def page_waiting() -> dict[str, int]:
+        return {
+            row.get_attribute("data-queue"): int(row.get_attribute("data-length"))
+            for row in page.locator("#panel-queues tr[data-queue]").all()
+        }
+
+    waiting = agree(page_waiting, api_waiting)
+    assert sum(waiting.values()) > 0, "the rush waits for agents"
+    refreshed = int(page.locator("body").get_attribute("data-refreshes"))
+    assert refreshed > before, "the change stream made the page refetch, no reload"
+    expect(page.locator("#kpi-waiting b")).to_have_text(str(sum(waiting.values())))
+    first = page.locator("#panel-conversations tr[data-conversation]").first
+    first.click()
+    expect(page.locator("#panel-conversation .timeline li").first).to_be_visible()
+    page.wait_for_timeout(300)  # let the last repaint land before the picture
+    page.screenshot(path=artifacts / "console.png", full_page=True)
+    if os.environ.get("CONVOHUB_README_SCREENSHOT") == "1":  # refresh the README's picture
+        README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(artifacts / "console.png", README_SCREENSHOT)

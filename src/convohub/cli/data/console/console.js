@@ -472,11 +472,24 @@ async function showConversation(id, { quiet = false } = {}) {
     return;
   }
   if (state.selected !== id) return; // another conversation was picked meanwhile
-  const panel = $("#panel-conversation");
-  const draft = panel.querySelector("textarea")?.value || "";
-  const offer = state.offers.find((o) => o.conversation_id === id);
   const c = conversation;
-  fill("panel-conversation",
+  const offer = state.offers.find((o) => o.conversation_id === id);
+  // Only what changed is repainted, and the reply form is kept: a live update must not
+  // eat what the agent is typing.
+  const signature = JSON.stringify([c, routing, offer ? offer.offer_id : null]);
+  const body = document.querySelector("#panel-conversation .body");
+  let view = body.querySelector(".view");
+  let form = body.querySelector("form.actions");
+  if (!form || form.dataset.conversation !== id) {
+    view = h("div", { class: "view" });
+    form = replyForm(id);
+    body.replaceChildren(view, form);
+    if (state.report && state.report.id === id) report(state.report.error, state.report.notice);
+  } else if (view.dataset.signature === signature) {
+    return;
+  }
+  view.dataset.signature = signature;
+  view.replaceChildren(
     h("div", { class: "meta", dataset: { conversation: c.conversation_id, state: c.state } },
       h("b", {}, c.conversation_id),
       h("span", { class: `pill ${c.state}` }, c.state),
@@ -486,19 +499,26 @@ async function showConversation(id, { quiet = false } = {}) {
       c.vip ? h("span", { class: "pill offered" }, "VIP") : ""),
     h("h2", {}, "Timeline"),
     h("ol", { class: "timeline" }, c.timeline.map(timelineItem)),
-    routingView(routing),
-    h("form", { class: "actions", onsubmit: (event) => { event.preventDefault(); reply(id, event.target); } },
-      offer ? h("button", { type: "button", class: "accept", onclick: () => accept(offer) }, "Accept this offer") : "",
-      h("textarea", { name: "text", placeholder: c.state === "closed" ? "This conversation is closed." : "Write a reply to the customer…", "aria-label": "Reply" }),
-      h("div", { class: "buttons" },
-        h("button", { type: "submit", class: "send", disabled: c.state === "closed" }, "Send reply"),
-        h("button", { type: "button", class: "secondary resolve", disabled: c.state !== "open", onclick: () => resolve(id) }, "Resolve")),
-      h("p", { class: "problem", role: "alert", hidden: true }),
-      h("p", { class: "notice", hidden: true })));
-  panel.querySelector("textarea").value = draft;
-  if (state.report && state.report.id === id) report(state.report.error, state.report.notice);
-  const timeline = panel.querySelector(".timeline");
+    routingView(routing));
+  const acceptButton = form.querySelector("button.accept");
+  acceptButton.hidden = !offer;
+  acceptButton.onclick = offer ? () => accept(offer) : null;
+  form.elements.text.placeholder = c.state === "closed" ? "This conversation is closed." : "Write a reply to the customer…";
+  form.querySelector("button.send").disabled = c.state === "closed";
+  form.querySelector("button.resolve").disabled = c.state !== "open";
+  const timeline = view.querySelector(".timeline");
   timeline.scrollTop = timeline.scrollHeight;
+}
+
+function replyForm(id) {
+  return h("form", { class: "actions", dataset: { conversation: id }, onsubmit: (event) => { event.preventDefault(); reply(id, event.target); } },
+    h("button", { type: "button", class: "accept", hidden: true }, "Accept this offer"),
+    h("textarea", { name: "text", "aria-label": "Reply" }),
+    h("div", { class: "buttons" },
+      h("button", { type: "submit", class: "send" }, "Send reply"),
+      h("button", { type: "button", class: "secondary resolve", onclick: () => resolve(id) }, "Resolve")),
+    h("p", { class: "problem", role: "alert", hidden: true }),
+    h("p", { class: "notice", hidden: true }));
 }
 
 function report(error, notice) {
