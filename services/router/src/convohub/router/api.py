@@ -75,9 +75,9 @@ def build_routes(
     def now() -> datetime:
         return context().clock.now()
 
-    async def command(run: Callable[[Workflow], Any]) -> Any:
+    async def command(run: Callable[[Workflow], Any], tenant_id: str) -> Any:
         try:
-            return await run_command(context().store, configs, now(), run)
+            return await run_command(context().store, configs, now(), run, tenants=[tenant_id])
         except CommandRefused as error:
             raise _refused(error) from None
 
@@ -143,7 +143,7 @@ def build_routes(
             )
             work.dirty.add(principal.tenant_id)
 
-        await command(run)
+        await command(run, principal.tenant_id)
         return {"agent_id": body.id, "tier": body.tier, "skills": body.skills}
 
     @router.post("/v1/agents", status_code=201)
@@ -183,7 +183,7 @@ def build_routes(
                 publish=True,
             )
 
-        await command(run)
+        await command(run, principal.tenant_id)
         return {"agent_id": agent_id, "presence": body.presence}
 
     @router.post("/v1/agents/{agent_id}/heartbeat")
@@ -194,7 +194,7 @@ def build_routes(
             if not await repo.heartbeat(work.connection, principal.tenant_id, agent_id, work.now):
                 raise CommandRefused(404, "not_found", f"no agent {agent_id}")
 
-        await command(run)
+        await command(run, principal.tenant_id)
         return {"agent_id": agent_id, "received_at": now()}
 
     @router.get("/v1/offers")
@@ -226,7 +226,9 @@ def build_routes(
     @router.post("/v1/offers/{offer_id}/accept")
     async def accept(offer_id: str, principal: AnyRole) -> dict[str, Any]:
         acting = None if principal.has(Role.SUPERVISOR) else (principal.agent_id or "")
-        row = await command(lambda work: work.accept(principal.tenant_id, offer_id, acting))
+        row = await command(
+            lambda work: work.accept(principal.tenant_id, offer_id, acting), principal.tenant_id
+        )
         return {
             "offer_id": offer_id,
             "conversation_id": row.conversation_id,
@@ -240,7 +242,10 @@ def build_routes(
     ) -> dict[str, Any]:
         acting = None if principal.has(Role.SUPERVISOR) else (principal.agent_id or "")
         reason = (body or DeclineBody()).reason
-        await command(lambda work: work.decline(principal.tenant_id, offer_id, acting, reason))
+        await command(
+            lambda work: work.decline(principal.tenant_id, offer_id, acting, reason),
+            principal.tenant_id,
+        )
         return {"offer_id": offer_id, "state": "declined"}
 
     @router.post("/v1/conversations/{conversation_id}/transfer")
@@ -258,7 +263,8 @@ def build_routes(
                 reason=body.reason,
                 note=body.note,
                 owner_required=owner,
-            )
+            ),
+            principal.tenant_id,
         )
         return {
             "conversation_id": conversation_id,

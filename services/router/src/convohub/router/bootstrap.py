@@ -57,13 +57,20 @@ class RouterService(Service):
     async def sweep(self) -> None:
         """One pass: expire offers, turn silent agents offline, widen and re-dispatch queues."""
 
-        async def run(work: Workflow) -> None:
-            for tenant_id in self.configs:
+        for tenant_id in self.configs:  # one transaction (and router lock) per tenant
+
+            async def run(work: Workflow, tenant_id: str = tenant_id) -> None:
                 await work.expire_offers(tenant_id)
                 await work.sweep_heartbeats(tenant_id)
                 work.dirty.add(tenant_id)
 
-        await run_command(self.context.store, self.configs, self.context.clock.now(), run)
+            await run_command(
+                self.context.store,
+                self.configs,
+                self.context.clock.now(),
+                run,
+                tenants=[tenant_id],
+            )
 
     async def refresh_metrics(self, metrics: RuntimeMetrics) -> None:
         """Queue lengths and longest waits per skill group, agents per presence."""

@@ -8,8 +8,8 @@ through the outbox in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -64,6 +64,8 @@ from convohub.contracts.topics import AGENT, CONVERSATION, CUSTOMER, FEEDBACK, S
 from convohub.router.adapters import repository as repo
 from convohub.router.adapters.tables import METADATA
 from convohub.router.domain.assignment import (
+    SHORTLIST_ABOVE,
+    AgentIndex,
     Decision,
     choose_agent,
     estimated_wait_seconds,
@@ -105,6 +107,16 @@ class Workflow:
     emitted: int = 0
     dirty: set[str] = field(default_factory=set)
     """Tenants whose queues must be re-evaluated before commit."""
+    locked: set[str] = field(default_factory=set)
+    """Tenants whose router lock this transaction holds."""
+
+    async def lock(self, *tenant_ids: str) -> None:
+        """Hold the tenants' router locks until commit (callers take every tenant they know
+        of at the start, in one call, so that the lock order is the same everywhere)."""
+        wanted = set(tenant_ids) - self.locked
+        if wanted:
+            await repo.lock_tenants(self.connection, wanted)
+            self.locked |= wanted
 
     @property
     def connection(self) -> Any:
@@ -136,18 +148,18 @@ class Workflow:
             "customer_key": key,
             "ivr_choice": event.routing_hints.get("ivr_choice"),
         }
-        row = await repo.conversation(self.connection, event.conversation_id)
-        if row is None:
-            await repo.insert_conversation(
-                self.connection,
-                conversation_id=event.conversation_id,
-                tenant_id=tenant_id,
-                state="new",
-                **values,
-            )
-        elif row.state == "new" and row.customer_key is None:
-            # crm identified the customer before this start was consumed (another topic)
-            await repo.claim(self.connection, event.conversation_id, ["new"], **values)
+        row = None
+        if not await repo.insert_conversation(
+            self.connection,
+            conversation_id=event.conversation_id,
+            tenant_id=tenant_id,
+            state="new",
+            **values,
+        ):
+            row = await repo.conversation(self.connection, event.conversation_id)
+            if row.state == "new" and row.customer_key is None:
+                # crm identified the customer before this start was consumed (another topic)
+                await repo.claim(self.connection, event.conversation_id, ["new"], **values)
         customer_id = row.customer_id if row is not None else None
         if customer_id:
             await repo.remember_customer(self.connection, tenant_id, key, customer_id=customer_id)
@@ -239,6 +251,7 @@ class Workflow:
             "kind": decided.kind.value,
             "vip": decided.vip,
             "complaint": decided.complaint,
+            "language": decided.language,
             "classified_at": self.now.isoformat(),
         }
         await repo.claim(
@@ -266,6 +279,7 @@ class Workflow:
                     rule_id=decided.rule_id, kind=decided.kind, matched_text=decided.matched_text
                 ),
                 vip=decided.vip,
+                language=decided.language,
                 classified_at=self.now,
             ),
             conversation_id,
@@ -397,37 +411,45 @@ class Workflow:
         queue order; then publish changed queue positions. Returns the number placed."""
         config = self.config(tenant_id)
         connection = self.connection
-        agents = {agent.id: agent for agent in await repo.agent_states(connection, tenant_id)}
+        await self.lock(tenant_id)
         rows = await repo.queued(connection, tenant_id)
+        if not rows:
+            return 0
         waiting = sorted(
             (repo.waiting_of(row) for row in rows),
             key=lambda w: queue_key(w, self.now, config.aging_seconds_per_priority),
         )
+        agents = await repo.agent_states(
+            connection,
+            tenant_id,
+            available_and={w.preferred_agent for w in waiting if w.preferred_agent},
+            whole_floor_up_to=SHORTLIST_ABOVE,
+        )
+        index = AgentIndex(config, agents)
         by_id = {row.conversation_id: row for row in rows}
         placed: set[str] = set()
         round_robin: dict[str, str | None] = {}
-        room: dict[Channel, bool] = {}  # is anyone online with room on the channel?
         for item in waiting:
-            if item.channel not in room:
-                room[item.channel] = any(
-                    a.online and a.free_on(item.channel) for a in agents.values()
-                )
-            if not room[item.channel]:
+            if not index.free_on(item.channel):
                 continue
             if item.skill_group not in round_robin and config.strategy is Strategy.ROUND_ROBIN:
                 round_robin[item.skill_group] = await repo.round_robin_last(
                     connection, tenant_id, item.skill_group
                 )
+            shortlist, eligible = index.shortlist(
+                item, self.now, round_robin_after=round_robin.get(item.skill_group)
+            )
             decision = choose_agent(
                 config,
                 item,
-                list(agents.values()),
+                shortlist,
                 self.now,
                 round_robin_after=round_robin.get(item.skill_group),
+                eligible_count=eligible,
             )
             if decision.agent_id is None:
                 continue
-            agent = agents[decision.agent_id]
+            agent = index.agents[decision.agent_id]
             if not await repo.reserve(connection, tenant_id, agent.id, item.channel.value):
                 continue  # another replica took the capacity first; the agent state is stale
             if not await self._place(tenant_id, by_id[item.conversation_id], decision, config):
@@ -436,27 +458,26 @@ class Workflow:
                 )
                 continue
             placed.add(item.conversation_id)
-            room.pop(item.channel, None)
             round_robin[item.skill_group] = agent.id
             if config.strategy is Strategy.ROUND_ROBIN:
                 await repo.set_round_robin_last(connection, tenant_id, item.skill_group, agent.id)
             channel = item.channel.value
-            agents[agent.id] = type(agent)(
-                **{
-                    **agent.__dict__,
-                    "load": agent.load + 1,
-                    "channel_load": {
+            index.replace(
+                replace(
+                    agent,
+                    load=agent.load + 1,
+                    channel_load={
                         **agent.channel_load,
                         channel: agent.channel_load.get(channel, 0) + 1,
                     },
-                    "idle_since": self.now,
-                }
+                    idle_since=self.now,
+                )
             )
         await self._publish_positions(
             tenant_id,
             [w for w in waiting if w.conversation_id not in placed],
             by_id,
-            agents,
+            index.agents,
             config,
         )
         return len(placed)
@@ -876,9 +897,9 @@ class RouterProjection(Projection):
         self.now = now
 
     async def apply(self, events: Sequence[ConsumedEvent], uow: UnitOfWork) -> None:
-        await repo.lock_router(uow.connection)
         now = self.now()
         work = Workflow(uow, self.configs, now)
+        await work.lock(*{c.event.tenantid for c in events if c.event.tenantid in self.configs})
         for consumed in events:
             event = consumed.event
             work.cause, work.traceparent = event, consumed.traceparent
@@ -1012,11 +1033,14 @@ async def run_command(
     configs: Mapping[str, RoutingConfig],
     now: datetime,
     command: Callable[[Workflow], Any],
+    *,
+    tenants: Iterable[str] | None = None,
 ) -> Any:
-    """Run `command` in its own unit of work (router lock, dispatch of what it changed, commit)."""
+    """Run `command` in its own unit of work: the router locks of `tenants` (default: every
+    configured tenant), the command, dispatch of what it changed, commit."""
     async with store.unit_of_work() as uow:
-        await repo.lock_router(uow.connection)
         work = Workflow(uow, configs, now)
+        await work.lock(*(configs if tenants is None else tenants))
         result = await command(work)
         await work.settle()
         await uow.commit()

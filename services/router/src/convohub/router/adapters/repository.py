@@ -3,18 +3,20 @@
 `reserve` is the capacity arbiter: two conditional updates (`load < capacity`), which
 PostgreSQL re-checks after any concurrent writer commits and SQLite runs under its write
 lock; `claim` moves a conversation from one state to the next only if it is still in the
-expected state. Every write transaction also takes the router's advisory lock first on
-PostgreSQL, so replicas' dispatch rounds never interleave (and never deadlock).
+expected state. Every write transaction also takes the advisory lock of each tenant it
+works for first on PostgreSQL (in tenant id order), so replicas' dispatch rounds for one tenant
+never interleave (and never deadlock), while different tenants' rounds run in parallel.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, text, update
+from sqlalchemy import and_, bindparam, delete, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convohub.contracts.events.common import AgentTier, Channel, Priority
@@ -28,7 +30,11 @@ from convohub.router.adapters.tables import (
 )
 from convohub.router.domain.assignment import AgentState, Waiting
 
-ROUTER_LOCK_KEY = 0x526F757465720001
+
+def tenant_lock_key(tenant_id: str) -> int:
+    """A signed 64-bit advisory lock key for the tenant's routing state."""
+    digest = hashlib.sha256(f"convohub.router\x00{tenant_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def customer_key(tenant_id: str, channel_id: str, address: str) -> str:
@@ -36,9 +42,24 @@ def customer_key(tenant_id: str, channel_id: str, address: str) -> str:
     return hashlib.sha256(f"{tenant_id}\x00{channel_id}\x00{address}".encode()).hexdigest()[:40]
 
 
-async def lock_router(connection: AsyncConnection) -> None:
-    if connection.dialect.name == "postgresql":
-        await connection.execute(text(f"SELECT pg_advisory_xact_lock({ROUTER_LOCK_KEY})"))
+async def lock_tenants(connection: AsyncConnection, tenant_ids: Iterable[str]) -> None:
+    """Take the tenants' router locks until the transaction ends, in one order for everyone
+    (tenant id), so two transactions never wait on each other in a cycle. (SQLite: the
+    transaction's `BEGIN IMMEDIATE` already serialises every writer.)"""
+    if connection.dialect.name != "postgresql":
+        return
+    for tenant_id in sorted(set(tenant_ids)):
+        await connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)").bindparams(
+                bindparam("key", tenant_lock_key(tenant_id))
+            )
+        )
+
+
+def _insert(connection: AsyncConnection, table: Any) -> Any:
+    """The dialect's INSERT, which has `on_conflict_do_nothing` / `on_conflict_do_update`."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 # --- agents ---------------------------------------------------------------------------------
@@ -177,31 +198,64 @@ async def silent_agents(connection: AsyncConnection, tenant_id: str, before: dat
     return [row.agent_id for row in rows]
 
 
-async def agent_states(connection: AsyncConnection, tenant_id: str) -> list[AgentState]:
-    agents = (
-        await connection.execute(
-            select(AGENTS).where(AGENTS.c.tenant_id == tenant_id).order_by(AGENTS.c.agent_id)
-        )
-    ).all()
+AGENT_STATE_COLUMNS = ("agent_id", "tier", "skills", "presence", "load", "capacity", "idle_since")
+
+
+async def agent_states(
+    connection: AsyncConnection,
+    tenant_id: str,
+    *,
+    available_and: Collection[str] | None = None,
+    whole_floor_up_to: int = 0,
+) -> list[AgentState]:
+    """The tenant's agents with their loads and capacities per channel.
+
+    With `available_and`, only the online agents and those named (say, queued conversations'
+    previous agents) are read, unless that leaves `whole_floor_up_to` agents or fewer: then
+    every agent is (small floors list offline agents in explanations; large ones are read
+    without their offline part)."""
+    columns = [AGENTS.c[name] for name in AGENT_STATE_COLUMNS]
+    query = select(*columns).where(AGENTS.c.tenant_id == tenant_id)
+    if available_and is not None:
+        available = AGENTS.c.presence == "online"
+        if available_and:
+            available = available | AGENTS.c.agent_id.in_(sorted(available_and))
+        agents = (await connection.execute(query.where(available))).all()
+        if len(agents) <= whole_floor_up_to:
+            agents = (await connection.execute(query)).all()
+    else:
+        agents = (await connection.execute(query)).all()
+    agents.sort(key=lambda row: row.agent_id)
+    wanted = {row.agent_id for row in agents}
     channels: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
-    for row in await connection.execute(
-        select(AGENT_CHANNELS).where(AGENT_CHANNELS.c.tenant_id == tenant_id)
+    for agent_id, channel, load, capacity in await connection.execute(
+        select(
+            AGENT_CHANNELS.c.agent_id,
+            AGENT_CHANNELS.c.channel,
+            AGENT_CHANNELS.c.load,
+            AGENT_CHANNELS.c.capacity,
+        ).where(
+            AGENT_CHANNELS.c.tenant_id == tenant_id,
+            (AGENT_CHANNELS.c.capacity > 0) | (AGENT_CHANNELS.c.load > 0),
+        )
     ):
-        loads, caps = channels.setdefault(row.agent_id, ({}, {}))
-        loads[row.channel], caps[row.channel] = row.load, row.capacity
+        if agent_id in wanted:
+            loads, caps = channels.setdefault(agent_id, ({}, {}))
+            loads[channel], caps[channel] = load, capacity
+    tiers = {tier.value: tier for tier in AgentTier}
     return [
         AgentState(
-            id=row.agent_id,
-            tier=AgentTier(row.tier),
-            skills=dict(row.skills),
-            online=row.presence == "online",
-            load=row.load,
-            capacity=row.capacity,
-            channel_load=channels.get(row.agent_id, ({}, {}))[0],
-            channel_capacity=channels.get(row.agent_id, ({}, {}))[1],
-            idle_since=_aware(row.idle_since),
+            id=agent_id,
+            tier=tiers[tier],
+            skills=skills,
+            online=presence == "online",
+            load=load,
+            capacity=capacity,
+            channel_load=channels.get(agent_id, ({}, {}))[0],
+            channel_capacity=channels.get(agent_id, ({}, {}))[1],
+            idle_since=_aware(idle_since),
         )
-        for row in agents
+        for agent_id, tier, skills, presence, load, capacity, idle_since in agents
     ]
 
 
@@ -300,12 +354,13 @@ async def conversation(
 
 
 async def insert_conversation(connection: AsyncConnection, **values: Any) -> bool:
-    if await conversation(connection, values["conversation_id"]) is not None:
-        return False
-    await connection.execute(
-        insert(CONVERSATIONS).values(excluded=[], history=[], attempts=0, vip=False, **values)
+    """Insert the conversation unless its id is known; True if inserted (one statement)."""
+    result = await connection.execute(
+        _insert(connection, CONVERSATIONS)
+        .values(excluded=[], history=[], attempts=0, vip=False, **values)
+        .on_conflict_do_nothing(index_elements=[CONVERSATIONS.c.conversation_id])
     )
-    return True
+    return result.rowcount == 1
 
 
 async def claim(
@@ -323,10 +378,27 @@ async def claim(
     return result.rowcount == 1
 
 
+QUEUE_COLUMNS = (
+    "conversation_id",
+    "skill_group",
+    "channel",
+    "priority",
+    "queued_at",
+    "required_tier",
+    "preferred_agent",
+    "preferred_until",
+    "excluded",
+    "last_position",
+    "attempts",
+    "customer_key",
+)
+"""What a dispatch round reads of each queued conversation (not its explanation or history)."""
+
+
 async def queued(connection: AsyncConnection, tenant_id: str) -> list[Any]:
     return (
         await connection.execute(
-            select(CONVERSATIONS).where(
+            select(*(CONVERSATIONS.c[name] for name in QUEUE_COLUMNS)).where(
                 CONVERSATIONS.c.tenant_id == tenant_id, CONVERSATIONS.c.state == "queued"
             )
         )
@@ -397,16 +469,16 @@ async def customer(connection: AsyncConnection, tenant_id: str, key: str) -> Any
 async def remember_customer(
     connection: AsyncConnection, tenant_id: str, key: str, **values: Any
 ) -> None:
-    if await customer(connection, tenant_id, key) is None:
-        await connection.execute(
-            insert(CUSTOMERS).values(tenant_id=tenant_id, customer_key=key, **values)
-        )
-    elif values:
-        await connection.execute(
-            update(CUSTOMERS)
-            .where(CUSTOMERS.c.tenant_id == tenant_id, CUSTOMERS.c.customer_key == key)
-            .values(**values)
-        )
+    """Create the customer's row if missing, and set `values` on it (one statement)."""
+    statement = _insert(connection, CUSTOMERS).values(
+        tenant_id=tenant_id, customer_key=key, **values
+    )
+    keys = [CUSTOMERS.c.tenant_id, CUSTOMERS.c.customer_key]
+    await connection.execute(
+        statement.on_conflict_do_update(index_elements=keys, set_=values)
+        if values
+        else statement.on_conflict_do_nothing(index_elements=keys)
+    )
 
 
 async def segments(

@@ -3,9 +3,11 @@ caller passes the agents' state and the time; arbitration of capacity happens in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from convohub.contracts.events.common import AgentTier, Channel, Priority
 from convohub.contracts.events.routing import AssignmentStrategy
@@ -98,6 +100,25 @@ def _pool(config: RoutingConfig, group: str, level: int) -> tuple[set[str] | Non
     return groups, needed
 
 
+def pool_proficiency(agent: AgentState, groups: set[str] | None, skill_group: str) -> int | None:
+    """The agent's best proficiency among the pool's groups (None: no skill in the pool); with
+    no pool limit (`any_agent`), its proficiency in the conversation's group or 1."""
+    if groups is None:
+        return agent.skills.get(skill_group) or 1
+    levels = [agent.skills[g] for g in groups if g in agent.skills]
+    return max(levels) if levels else None
+
+
+def rank(config: RoutingConfig, agent: AgentState, proficiency: int) -> tuple[Any, ...]:
+    """The strategy's order of eligible agents: the first one is chosen (round robin: by id,
+    the turn is taken from the cursor on)."""
+    if config.strategy is Strategy.LONGEST_IDLE:
+        return (agent.idle_since, -proficiency, agent.id)
+    if config.strategy is Strategy.ROUND_ROBIN:
+        return (agent.id,)
+    return (agent.load / agent.capacity, agent.load, -proficiency, agent.idle_since, agent.id)
+
+
 def estimated_wait_seconds(position: int, agents_online: int, average_handle: int) -> int | None:
     if agents_online <= 0:
         return None
@@ -111,8 +132,12 @@ def choose_agent(
     now: datetime,
     *,
     round_robin_after: str | None = None,
+    eligible_count: int | None = None,
 ) -> Decision:
-    """The agent to offer `waiting` to, or none, with every agent considered and why."""
+    """The agent to offer `waiting` to, or none, with every agent considered and why.
+
+    `agents` may be a shortlist (`AgentIndex.shortlist`); `eligible_count` then gives the
+    number of eligible agents on the whole floor for the summary."""
     waited = (now - waiting.queued_at).total_seconds()
     level = widening_level(config, waited)
     groups, needed = _pool(config, waiting.skill_group, level)
@@ -120,11 +145,7 @@ def choose_agent(
     eligible: list[tuple[AgentState, int]] = []
     channel = waiting.channel.value
     for agent in agents:
-        if groups is not None:
-            levels = [agent.skills[g] for g in groups if g in agent.skills]
-            best = max(levels) if levels else None
-        else:
-            best = agent.skills.get(waiting.skill_group) or 1
+        best = pool_proficiency(agent, groups, waiting.skill_group)
         reason: str | None = None
         if not agent.online:
             reason = "offline"
@@ -194,9 +215,10 @@ def choose_agent(
             f"no eligible agent for {waiting.skill_group}",
             candidates(None, config.strategy.value),
         )
+    counted = len(eligible) if eligible_count is None else eligible_count
     if config.strategy is Strategy.LONGEST_IDLE:
-        chosen = min(eligible, key=lambda pair: (pair[0].idle_since, -pair[1], pair[0].id))[0]
-        summary = f"longest idle of {len(eligible)} eligible {waiting.skill_group} agents"
+        chosen = min(eligible, key=lambda pair: rank(config, pair[0], pair[1]))[0]
+        summary = f"longest idle of {counted} eligible {waiting.skill_group} agents"
     elif config.strategy is Strategy.ROUND_ROBIN:
         ordered = sorted(by_id)
         later = [
@@ -205,23 +227,130 @@ def choose_agent(
             if round_robin_after is None or agent_id > round_robin_after
         ]
         chosen = by_id[(later or ordered)[0]]
-        summary = f"next in turn of {len(eligible)} eligible {waiting.skill_group} agents"
+        summary = f"next in turn of {counted} eligible {waiting.skill_group} agents"
     else:
-        chosen = min(
-            eligible,
-            key=lambda pair: (
-                pair[0].load / pair[0].capacity,
-                pair[0].load,
-                -pair[1],
-                pair[0].idle_since,
-                pair[0].id,
-            ),
-        )[0]
+        chosen = min(eligible, key=lambda pair: rank(config, pair[0], pair[1]))[0]
         summary = (
-            f"least busy of {len(eligible)} eligible {waiting.skill_group} agents "
+            f"least busy of {counted} eligible {waiting.skill_group} agents "
             f"({chosen.load}/{chosen.capacity} open)"
         )
     if level:
         summary += f", widened to level {level}"
     strategy = AssignmentStrategy(config.strategy.value)
     return Decision(chosen.id, strategy, level, summary, candidates(chosen.id, strategy.value))
+
+
+SHORTLIST_ABOVE = 64
+"""Rosters up to this size are given to `choose_agent` whole (so explanations also list the
+agents that are offline or lack the skill); larger ones go through `AgentIndex`."""
+
+
+class AgentIndex:
+    """The agents of one dispatch round, with one list per pool (groups, proficiency needed,
+    channel) of the agents that could take a conversation, kept in the strategy's order.
+
+    A decision on a floor of a thousand agents then looks at the first few agents of its pool
+    instead of every agent, and a placement re-files one agent. `shortlist` gives
+    `choose_agent` the agents that decide the outcome: the first EXPLAINED_CANDIDATES eligible
+    ones in strategy order (from the round-robin cursor on), plus the preferred agent."""
+
+    def __init__(self, config: RoutingConfig, agents: Sequence[AgentState]) -> None:
+        self.config = config
+        self.agents = {agent.id: agent for agent in agents}
+        self._ordered: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        self._entries: dict[tuple[Any, ...], dict[str, tuple[Any, ...]]] = {}
+        self._free: dict[Channel, int] = {}
+
+    def free_on(self, channel: Channel) -> bool:
+        """Is any agent online with room on the channel?"""
+        if channel not in self._free:
+            self._free[channel] = sum(
+                1 for agent in self.agents.values() if agent.online and agent.free_on(channel)
+            )
+        return self._free[channel] > 0
+
+    def replace(self, agent: AgentState) -> None:
+        """The agent's new state (after a placement)."""
+        previous = self.agents[agent.id]
+        self.agents[agent.id] = agent
+        for channel in self._free:
+            was = previous.online and previous.free_on(channel)
+            self._free[channel] += (agent.online and agent.free_on(channel)) - was
+        for key, ordered in self._ordered.items():
+            entries = self._entries[key]
+            old = entries.pop(agent.id, None)
+            if old is not None:
+                del ordered[bisect_left(ordered, old)]
+            entry = self._entry(key, agent)
+            if entry is not None:
+                insort(ordered, entry)
+                entries[agent.id] = entry
+
+    def shortlist(
+        self, waiting: Waiting, now: datetime, *, round_robin_after: str | None = None
+    ) -> tuple[list[AgentState], int | None]:
+        """The agents to give `choose_agent` for `waiting`, and the number of eligible agents
+        (None when the whole roster is given)."""
+        if len(self.agents) <= SHORTLIST_ABOVE:
+            return list(self.agents.values()), None
+        level = widening_level(self.config, (now - waiting.queued_at).total_seconds())
+        groups, needed = _pool(self.config, waiting.skill_group, level)
+        key = (
+            None if groups is None else frozenset(groups),
+            needed,
+            waiting.channel,
+            waiting.skill_group,
+        )
+        ordered = self._pool_list(key)
+        picked: list[AgentState] = []
+        for agent_id in self._walk(ordered, round_robin_after):
+            agent = self.agents[agent_id]
+            if agent.id in waiting.excluded or (
+                waiting.required_tier is not None and agent.tier != waiting.required_tier
+            ):
+                continue
+            picked.append(agent)
+            if len(picked) >= EXPLAINED_CANDIDATES:
+                break
+        entries = self._entries[key]
+        if waiting.required_tier is None:
+            eligible = len(ordered) - sum(1 for a in waiting.excluded if a in entries)
+        else:
+            eligible = sum(
+                1
+                for a in entries
+                if a not in waiting.excluded and self.agents[a].tier == waiting.required_tier
+            )
+        preferred = self.agents.get(waiting.preferred_agent or "")
+        if preferred is not None and all(a.id != preferred.id for a in picked):
+            picked.append(preferred)
+        return picked, eligible
+
+    def _walk(self, ordered: list[tuple[Any, ...]], after: str | None) -> Iterator[str]:
+        start = 0
+        if self.config.strategy is Strategy.ROUND_ROBIN and after is not None:
+            start = bisect_right(ordered, (after, after))
+        for entry in ordered[start:]:
+            yield entry[-1]
+        for entry in ordered[:start]:
+            yield entry[-1]
+
+    def _pool_list(self, key: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if key not in self._ordered:
+            entries = {}
+            for agent in self.agents.values():
+                entry = self._entry(key, agent)
+                if entry is not None:
+                    entries[agent.id] = entry
+            self._entries[key] = entries
+            self._ordered[key] = sorted(entries.values())
+        return self._ordered[key]
+
+    def _entry(self, key: tuple[Any, ...], agent: AgentState) -> tuple[Any, ...] | None:
+        groups, needed, channel, skill_group = key
+        if not agent.online or not agent.free_on(channel):
+            return None
+        best = pool_proficiency(agent, groups, skill_group)
+        if best is None or best < needed:
+            return None
+        return (*rank(self.config, agent, best), agent.id)

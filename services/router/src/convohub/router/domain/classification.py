@@ -38,6 +38,30 @@ class Classification:
     vip: bool
     escalate: Escalation | None = None
     complaint: bool = False
+    language: str | None = None
+
+
+def detected_language(text: str) -> str | None:
+    """A BCP 47 tag guessed from the script the text is mostly written in: Han `zh`, kana `ja`,
+    Hangul `ko`, Latin letters `en`; None without letters. A script guess, not language
+    identification (French text is `en` here), enough to tell Chinese from English contacts."""
+    counts = {"zh": 0, "ja": 0, "ko": 0, "en": 0}
+    for char in text:
+        code = ord(char)
+        if 0x3040 <= code <= 0x30FF:  # hiragana, katakana
+            counts["ja"] += 1
+        elif 0xAC00 <= code <= 0xD7AF or 0x1100 <= code <= 0x11FF:  # Hangul
+            counts["ko"] += 1
+        elif 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0xF900 <= code <= 0xFAFF:
+            counts["zh"] += 1
+        elif char.isalpha() and (char.isascii() or 0xC0 <= code <= 0x24F):  # Latin
+            counts["en"] += 1
+    if counts["ja"]:
+        return "ja"  # Japanese mixes kana with Han characters
+    # one Han character carries about as much as a three-letter word
+    weights = {"zh": counts["zh"] * 3, "ko": counts["ko"] * 3, "en": counts["en"]}
+    best = max(weights, key=lambda tag: weights[tag])
+    return best if weights[best] else None
 
 
 def _rule_matches(rule: Rule, contact: Contact) -> tuple[ClassificationRuleKind, str | None] | None:
@@ -94,4 +118,14 @@ def classify(config: RoutingConfig, contact: Contact) -> Classification:
             group = config.vip_skill_group
         else:
             priority = raised(priority)
-    return Classification(group, priority, rule_id, kind, text, vip, escalate, complaint)
+    return Classification(
+        group,
+        priority,
+        rule_id,
+        kind,
+        text,
+        vip,
+        escalate,
+        complaint,
+        detected_language(contact.text),
+    )
