@@ -157,6 +157,11 @@ async def test_one_inbound_message_is_one_trace_through_every_service(
             assert span.context.trace_id == trace_id, span.name
 
 
+EMBEDDED_ONLY = pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+"""For what happens at the HTTP edge only: the same in both modes."""
+
+
+@EMBEDDED_ONLY
 async def test_two_messages_are_two_traces(hub: RunningHub, exporter: InMemorySpanExporter) -> None:
     await post_sms(hub, "SM00000000000000000000000000trace2", "first question")
     first = webhook_span(exporter).context.trace_id
@@ -166,6 +171,7 @@ async def test_two_messages_are_two_traces(hub: RunningHub, exporter: InMemorySp
     assert first != second
 
 
+@EMBEDDED_ONLY
 async def test_a_callers_traceparent_is_continued(
     hub: RunningHub, exporter: InMemorySpanExporter
 ) -> None:

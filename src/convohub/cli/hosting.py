@@ -56,6 +56,8 @@ def build_host(
         open_store=open_service_store,
         metrics=RuntimeMetrics(),
         outbox_poll_interval=settings.idle_poll_seconds,
+        max_batch=settings.max_batch,
+        metrics_interval=settings.metrics_interval_seconds,
     )
 
 

@@ -101,6 +101,22 @@ class RuntimeSettings(BaseSettings):
         "records written by other processes. Writes within the process wake them at once, so "
         "this trades cross-process latency against CPU spent polling an idle hub.",
     )
+    max_batch: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Most records a consumer applies in one transaction. Larger batches "
+        "drain lag faster (fewer commits per event) at the cost of longer transactions and "
+        "more work redone when a batch fails.",
+    )
+    metrics_interval_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="How often the gauges of /metrics (consumer lag, outbox backlog, "
+        "dead-letter queue, queue lengths, SLA clocks) are refreshed; match the scrape "
+        "interval.",
+    )
     http_host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds.")
     http_port: int = Field(default=8000, ge=0, le=65535, description="Port of the HTTP server.")
 
