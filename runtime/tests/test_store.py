@@ -387,6 +387,28 @@ async def test_sqlite_writers_take_the_write_lock_at_begin(store: ProjectionStor
     assert await demo_counts(store.engine) == {"closed": 8}
 
 
+async def test_readers_neither_wait_for_nor_block_a_writer(store: ProjectionStore) -> None:
+    """An API read or a poll while a batch holds the write lock answers at once with the
+    last committed state, and a writer is not kept waiting by an open read."""
+    async with store.unit_of_work() as uow:
+        await uow.connection.execute(DEMO_COUNTS.insert().values(name="closed", count=1))
+        await uow.commit()
+    count = select(DEMO_COUNTS.c.count)
+    async with store.unit_of_work() as batch:  # holds the write lock (BEGIN IMMEDIATE on SQLite)
+        await batch.connection.execute(DEMO_COUNTS.update().values(count=2))
+        async with store.reader.connect() as reader:
+            assert await asyncio.wait_for(reader.scalar(count), timeout=5) == 1
+        await batch.commit()
+    async with store.reader.connect() as reader:
+        assert await reader.scalar(count) == 2  # an open read transaction...
+        async with store.unit_of_work() as writer:  # ...does not hold a writer back
+            await asyncio.wait_for(
+                writer.connection.execute(DEMO_COUNTS.update().values(count=3)), timeout=5
+            )
+            await writer.commit()
+    assert await demo_counts(store.engine) == {"closed": 3}
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
 async def test_lock_positions_makes_a_redelivery_wait_for_the_first_commit(

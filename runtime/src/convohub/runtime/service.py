@@ -345,7 +345,7 @@ class ServiceHost:
             store = self.stores.get(name)
             if store is None:
                 return False
-            async with store.engine.connect() as connection:
+            async with store.reader.connect() as connection:
                 await connection.execute(text("SELECT 1"))
             return True
 

@@ -5,6 +5,11 @@ failing: every transaction takes the write lock at `BEGIN IMMEDIATE` (the docume
 SQLAlchemy recipe for pysqlite/aiosqlite: the driver's own BEGIN is switched off and the
 engine's `begin` event emits ours), and a writer that finds the lock taken waits up to
 `SQLITE_BUSY_TIMEOUT_MS` instead of raising "database is locked".
+
+Reads need no lock under WAL, and taking the write lock for them makes every API read and
+every poll queue behind (and in front of) the projections' batches. A connection from
+`read_only(engine)` begins a plain deferred transaction instead: it sees a consistent
+snapshot and never blocks a writer. Use it only for work that writes nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 POSTGRES_POOL_SIZE = 5
 POSTGRES_MAX_OVERFLOW = 5
+
+READ_ONLY_OPTION = "convohub_read_only"
+"""The execution option that marks an engine's connections as readers (see `read_only`)."""
 
 _DEFAULT_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -43,6 +51,12 @@ def create_engine(url: str) -> AsyncEngine:
             pool_pre_ping=True,  # a restarted server must not fail the next batch
         )
     raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}")
+
+
+def read_only(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine and pool, for transactions that only read: on SQLite they begin
+    deferred (no write lock); on PostgreSQL nothing changes."""
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
 
 
 def _sqlite_engine(url: URL) -> AsyncEngine:
@@ -72,5 +86,9 @@ def _configure_sqlite_connection(dbapi_connection: Any, _connection_record: Any)
 
 def _begin_immediate(connection: Any) -> None:
     # Take the write lock at BEGIN: a deferred transaction that reads and then writes can
-    # fail with SQLITE_BUSY at once when another writer got there first.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # fail with SQLITE_BUSY at once when another writer got there first. Readers (see
+    # `read_only`) write nothing, so they begin deferred and hold no lock.
+    if connection.get_execution_options().get(READ_ONLY_OPTION):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from convohub.contracts import KafkaRecord
 from convohub.runtime.bus.port import EventBus
+from convohub.runtime.store.database import read_only
 from convohub.runtime.store.statements import OUTBOX_RELAY_LOCK, outbox_lock_key, record_of
 from convohub.runtime.store.tables import OUTBOX
 from convohub.runtime.store.unit_of_work import ProjectionStore
@@ -57,6 +58,7 @@ class OutboxRelay:
             store_or_engine.on_commit(self.wake)
         else:
             self.engine = store_or_engine
+        self._reader = read_only(self.engine)
         self.bus = bus
         self.batch_size = batch_size
         self.poll_interval = poll_interval
@@ -107,7 +109,7 @@ class OutboxRelay:
     async def pending_count(self) -> int:
         """How many committed rows wait to be published (a queue-length metric)."""
         query = select(func.count()).select_from(OUTBOX).where(OUTBOX.c.published_at.is_(None))
-        async with self.engine.connect() as connection:
+        async with self._reader.connect() as connection:
             return int(await connection.scalar(query) or 0)
 
     async def purge_published(self, older_than: timedelta) -> int:
@@ -121,6 +123,10 @@ class OutboxRelay:
             return result.rowcount
 
     async def _publish_batch_holding_write_lock(self) -> int:
+        # Most rounds find nothing: look without the write lock first, so an idle relay
+        # never makes a projection's batch wait for the lock.
+        if not await self._any_pending():
+            return 0
         # SQLite: the transaction is BEGIN IMMEDIATE, so no other writer (relay or unit of
         # work) runs between reading and marking; a failed publish rolls back the marks.
         async with self.engine.begin() as connection:
@@ -158,6 +164,11 @@ class OutboxRelay:
                 self.on_published(records)
             except Exception:  # counting is best effort: the rows are published
                 log.exception("on_published callback failed")
+
+    async def _any_pending(self) -> bool:
+        query = select(OUTBOX.c.seq).where(OUTBOX.c.published_at.is_(None)).limit(1)
+        async with self._reader.connect() as connection:
+            return await connection.scalar(query) is not None
 
     async def _read_batch(self, connection: AsyncConnection) -> tuple[list[int], list[KafkaRecord]]:
         query = (

@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from convohub.contracts import Envelope, KafkaRecord, to_kafka_record, tombstone
+from convohub.runtime.store.database import read_only
 from convohub.runtime.store.statements import (
     OUTBOX_WRITE_LOCK,
     insert_missing_positions,
@@ -53,6 +54,9 @@ class ProjectionStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.reader = read_only(engine)
+        """The same pool for work that only reads (API queries, polls): on SQLite it takes
+        no write lock, so it neither waits for nor delays a batch."""
         self._commit_callbacks: list[Callable[[], None]] = []
 
     def unit_of_work(self, *, replaying: bool = False) -> UnitOfWork:
@@ -65,7 +69,7 @@ class ProjectionStore:
         query = select(POSITIONS.c.topic, POSITIONS.c.partition, POSITIONS.c.next_offset).where(
             POSITIONS.c.consumer_group == group
         )
-        async with self.engine.connect() as connection:
+        async with self.reader.connect() as connection:
             rows = await connection.execute(query)
             return {(row.topic, row.partition): row.next_offset for row in rows}
 

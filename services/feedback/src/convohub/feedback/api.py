@@ -89,7 +89,7 @@ def build_router(
     router = APIRouter(tags=["feedback"])
 
     async def _survey_for_link(survey_id: str, token: str) -> Any:
-        async with context().store.engine.connect() as connection:
+        async with context().store.reader.connect() as connection:
             row = await repository.survey(connection, survey_id)
         if row is None or not token_is_valid(link_secret(), row.tenant_id, survey_id, token):
             raise Problem(404, "not_found", "no such survey, or the link's token is wrong")
@@ -159,7 +159,7 @@ def build_router(
     @router.get("/v1/surveys")
     async def list_surveys(principal: Supervisor, conversation_id: str) -> dict[str, Any]:
         tenant = settings.get(principal.tenant_id) or TenantFeedback()
-        async with context().store.engine.connect() as connection:
+        async with context().store.reader.connect() as connection:
             rows = await connection.execute(
                 select(SURVEYS)
                 .where(
@@ -196,7 +196,7 @@ def build_router(
         query = select(FOLLOW_UPS).where(FOLLOW_UPS.c.tenant_id == principal.tenant_id)
         if status != "all":
             query = query.where(FOLLOW_UPS.c.status == status)
-        async with context().store.engine.connect() as connection:
+        async with context().store.reader.connect() as connection:
             rows = await connection.execute(query.order_by(FOLLOW_UPS.c.requested_at))
             items = [_follow_up_json(row) for row in rows]
         return {"items": items}
@@ -286,7 +286,7 @@ def build_router(
             fcr_window=timedelta(days=tenant.metrics.fcr_window_days),
             repeat_window=timedelta(days=tenant.metrics.repeat_contact_window_days),
         )
-        async with context().store.engine.connect() as connection:
+        async with context().store.reader.connect() as connection:
             states = await repository.tenant_states(connection, principal.tenant_id, None, None)
         history = [r for r in (record_of(s) for s in states) if r is not None]
         chosen = [
@@ -329,7 +329,7 @@ def build_router(
     ) -> dict[str, Any]:
         now = context().clock.now()
         since = now - timedelta(weeks=weeks)
-        async with context().store.engine.connect() as connection:
+        async with context().store.reader.connect() as connection:
             states = await repository.tenant_states(connection, principal.tenant_id, since, now)
         records = [r for r in (record_of(s) for s in states) if r is not None]
         if skill_group is not None:

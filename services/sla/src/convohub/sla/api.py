@@ -87,7 +87,7 @@ def build_router(
         """Every SLA clock of the conversation: target, elapsed business time, remaining,
         state."""
         ctx = context()
-        async with ctx.store.engine.connect() as connection:
+        async with ctx.store.reader.connect() as connection:
             state = await repository.load_conversation(
                 connection, principal.tenant_id, conversation_id
             )
@@ -112,7 +112,7 @@ def build_router(
         lead, most overdue first)."""
         ctx = context()
         # Due order approximates remaining-time order; fetch extra and sort exactly.
-        async with ctx.store.engine.connect() as connection:
+        async with ctx.store.reader.connect() as connection:
             rows = await repository.running_clocks_by_due(
                 connection, principal.tenant_id, limit * 4
             )

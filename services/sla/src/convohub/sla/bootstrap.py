@@ -80,7 +80,7 @@ class SlaService(Service):
 
     async def refresh_metrics(self, metrics: RuntimeMetrics) -> None:
         """Open clocks per tenant, metric and state (running, paused, breached)."""
-        async with self.context.store.engine.connect() as connection:
+        async with self.context.store.reader.connect() as connection:
             values = await open_clocks(connection, self.context.clock.now())
         gauge = metrics.gauge(
             "sla_open_clocks",

@@ -454,7 +454,7 @@ async def recompute_after_policy_change(
     conversation's clocks from its facts under the new policies (timers re-armed; a timer
     key that fired stays fired). Returns how many conversations were recomputed."""
     digest = section_digest(section)
-    async with store.engine.connect() as connection:
+    async with store.reader.connect() as connection:
         if await repository.policy_digest(connection, tenant_id) == digest:
             return 0
         conversation_ids = await repository.open_conversations(connection, tenant_id)
@@ -545,7 +545,7 @@ class TimerLoop:
 
     async def _pause(self) -> float:
         store: ProjectionStore = self._store_of()
-        async with store.engine.connect() as connection:
+        async with store.reader.connect() as connection:
             due = await repository.next_due_at(connection)
         if due is None:
             return self.poll_interval
