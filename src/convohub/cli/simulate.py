@@ -78,6 +78,7 @@ TRANSFER_SHARE = 0.10
 SURVEY_ANSWER_SHARE = 0.6
 AGENT_CAPACITY = 20
 MEAN_HANDLE_SECONDS = 9.0
+POLLING_SLOTS = 8
 
 _SURNAMES_ZH = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高"
 _GIVEN_ZH = ("伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "涛")
@@ -430,7 +431,10 @@ class SimulationStats:
     resolved: int = 0
     surveys_answered: int = 0
     in_flight: int = 0
+    requests: int = 0
+    """HTTP requests made to the hub (every attempt)."""
     retries: int = 0
+    offers_missed: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     error_details: Counter[str] = field(default_factory=Counter)
     """Failures by status, method and route (ids replaced by `{id}`)."""
@@ -478,6 +482,13 @@ class SimulationSummary:
     """Provider message ids sent and accepted but not found in the read model."""
     conversations_in_read_model: int
     resolved_in_read_model: int
+    requests: int
+    """HTTP requests the run made to the hub, retries and verification reads included."""
+    unfinished: tuple[str, ...]
+    """Conversations the run started but did not see resolved (assignment or a step failed,
+    or the drain time ran out)."""
+    offers_missed: int
+    """Offers that had expired or gone elsewhere when a simulated agent accepted them."""
 
     def lines(self) -> list[str]:
         def seconds(value: float | None) -> str:
@@ -535,6 +546,7 @@ class _Hub:
     ) -> httpx.Response | None:
         """The response when 2xx or in `ok`; otherwise None, counted under its status."""
         for attempt in range(6):
+            self.stats.requests += 1
             try:
                 response = await self.client.request(method, path, **kwargs)
             except httpx.TransportError as error:
@@ -809,6 +821,7 @@ class _Simulation:
         *,
         agents: bool,
         deadline: float,
+        pace: float = 1.0,
     ) -> None:
         self.hub = hub
         self.edge = edge
@@ -816,6 +829,7 @@ class _Simulation:
         self.tenant = tenant
         self.stats = stats
         self.agents = agents
+        self.pace = pace  # multiplies every think time and accept delay of the plan
         self.deadline = deadline  # monotonic: handlers give up waiting after it
         key = _api_key_for(tenant)
         if key is None:
@@ -827,6 +841,9 @@ class _Simulation:
         self.vip_marked: set[str] = set()
         self.closed_customers: dict[str, asyncio.Event] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        # Waiting conversations share a few polling slots: when the hub slows down, the
+        # simulator's own polling slows with it instead of piling on.
+        self.polls = asyncio.Semaphore(POLLING_SLOTS)
         feedback = tenant.feedback or {}
         self.survey_delay = (
             float(feedback.get("delay_seconds", 300))
@@ -858,8 +875,8 @@ class _Simulation:
             profile = {
                 "id": agent_id,
                 "name": f"Simulated agent {number + 1}",
-                "tier": "senior" if number % 3 == 0 else "mid",
-                "skills": {group: 5 if number % 3 == 0 else 4 for group in sorted(groups)},
+                "tier": "senior" if number % 2 == 0 else "mid",
+                "skills": {group: 5 if number % 2 == 0 else 4 for group in sorted(groups)},
                 "capacity": {
                     "per_channel": {kind: AGENT_CAPACITY for kind in sorted(kinds)},
                     "total": AGENT_CAPACITY,
@@ -1008,12 +1025,13 @@ class _Simulation:
         """Accept the offer made to one of our agents; the agent it went to, or None."""
         pause = 0.25
         while time.monotonic() < self.deadline:
-            found = await self.hub.request(
-                "GET",
-                f"/v1/conversations/{conversation_id}/routing",
-                headers=self.auth,
-                ok=(404,),
-            )
+            async with self.polls:
+                found = await self.hub.request(
+                    "GET",
+                    f"/v1/conversations/{conversation_id}/routing",
+                    headers=self.auth,
+                    ok=(404,),
+                )
             routing = found.json() if found is not None and found.status_code == 200 else {}
             state, agent_id = routing.get("state"), routing.get("agent_id")
             if state == "assigned" and agent_id:
@@ -1028,20 +1046,30 @@ class _Simulation:
                 )
                 if accepted is not None and accepted.is_success:
                     return str(agent_id)
+                self.stats.offers_missed += 1  # expired, or taken meanwhile: look again
                 pause = 0.25
                 continue
             await asyncio.sleep(pause)
-            pause = min(1.5, pause * 1.5)
+            pause = min(0.75, pause * 1.5)
         return None
 
     async def reply(self, conversation_id: str, agent_id: str, language: str) -> bool:
         text = random.choice(_REPLIES[language])
-        sent = await self.hub.request(
-            "POST",
-            f"/v1/conversations/{conversation_id}/messages",
-            json={"text": text, "author": {"kind": "agent", "id": agent_id}},
-            headers=self.auth,
-        )
+        for _ in range(10):
+            sent = await self.hub.request(
+                "POST",
+                f"/v1/conversations/{conversation_id}/messages",
+                json={"text": text, "author": {"kind": "agent", "id": agent_id}},
+                headers=self.auth,
+                ok=(404,),
+            )
+            if sent is None or sent.status_code != 404:
+                break
+            await asyncio.sleep(0.5)  # the desk's read model has not seen the conversation yet
+        else:
+            self.stats.errors["404"] += 1
+            self.stats.error_details["404 POST /v1/conversations/{id}/messages"] += 1
+            return False
         if sent is not None:
             self.stats.replies += 1
         return sent is not None
@@ -1049,16 +1077,17 @@ class _Simulation:
     async def handle(self, tracked: _Tracked, conversation_id: str) -> None:
         planned = tracked.planned
         customer = planned.customer
+        accept_delay = planned.accept_delay * self.pace
         try:
-            agent_id = await self.await_assignment(conversation_id, planned.accept_delay)
+            agent_id = await self.await_assignment(conversation_id, accept_delay)
             if agent_id is None:
                 return
             tracked.assigned_agent = agent_id
             self.stats.assigned += 1
             for turn, follow_up in enumerate(planned.follow_ups):
-                await asyncio.sleep(planned.agent_think[turn])
+                await asyncio.sleep(planned.agent_think[turn] * self.pace)
                 await self.reply(conversation_id, agent_id, customer.language)
-                await asyncio.sleep(planned.customer_think[turn])
+                await asyncio.sleep(planned.customer_think[turn] * self.pace)
                 sent = await self.edge.send(customer, follow_up)
                 if sent is not None:
                     self.stats.messages += 1
@@ -1074,10 +1103,10 @@ class _Simulation:
                 if moved is not None and moved.is_success:
                     self.stats.transfers += 1
                     await asyncio.sleep(0.3)
-                    agent_id = await self.await_assignment(conversation_id, planned.accept_delay)
+                    agent_id = await self.await_assignment(conversation_id, accept_delay)
                     if agent_id is None:
                         return
-            await asyncio.sleep(planned.agent_think[-1])
+            await asyncio.sleep(planned.agent_think[-1] * self.pace)
             await self.reply(conversation_id, agent_id, customer.language)
             await asyncio.sleep(0.3)
             resolved = await self.hub.request(
@@ -1198,6 +1227,7 @@ async def simulate(
     progress: Callable[[SimulationStats], None] | None = None,
     drain: float = 30.0,
     day_seconds: float = 86_400.0,
+    pace: float = 1.0,
 ) -> SimulationSummary:
     """Play `plan_traffic(config, rate=..., duration=..., seed=...)` against the hub at
     `base_url`, then check the read model. Takes `duration` seconds of arrivals, then up to
@@ -1205,6 +1235,7 @@ async def simulate(
 
     With `agents=False` no agent is simulated: conversations stay queued for real agents
     (the console's, say). `progress` is called about once a second with live counters.
+    `pace` multiplies the plan's think times (0.5: agents and customers type twice as fast).
     """
     now = datetime.now(UTC)
     plan = plan_traffic(
@@ -1222,12 +1253,21 @@ async def simulate(
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     started = time.monotonic()
     async with httpx.AsyncClient(
-        base_url=base_url.rstrip("/"), timeout=httpx.Timeout(30.0), limits=limits
+        base_url=base_url.rstrip("/"),
+        timeout=httpx.Timeout(30.0, pool=None),  # a slow hub queues requests here, not fails
+        limits=limits,
     ) as client:
         hub = _Hub(client, stats)
         edge = _Edge(hub, base_url, chosen, run_id)
         run = _Simulation(
-            hub, edge, plan, chosen, stats, agents=agents, deadline=started + duration + drain
+            hub,
+            edge,
+            plan,
+            chosen,
+            stats,
+            agents=agents,
+            deadline=started + duration + drain,
+            pace=pace,
         )
         background: list[asyncio.Task[None]] = []
 
@@ -1298,6 +1338,15 @@ async def simulate(
         missing_messages=missing,
         conversations_in_read_model=checked["conversations"],
         resolved_in_read_model=checked["resolved"],
+        requests=stats.requests,
+        unfinished=tuple(
+            sorted(
+                tracked.conversation_id or f"(unknown: {provider_id})"
+                for provider_id, tracked in run.by_provider_id.items()
+                if not tracked.resolved
+            )
+        ),
+        offers_missed=stats.offers_missed,
     )
 
 
