@@ -1,10 +1,10 @@
-"""Erasure across the whole hub: a customer writes in over SMS and e-mail through ingest's
-real webhooks, an agent answers the e-mail through the desk (so the outbound queue holds
-the address and the reply), an admin erases them through crm, and every service applies
-the `erased` event. Afterwards the phone number, e-mail address and message texts are in
-no service's database and in no log line. A second test rebuilds every projection of every
-service from the log and checks that nothing comes back (the erasure ledgers of crm and
-ingest survive the rebuild).
+"""Erasure across the whole hub, on the embedded log and on Kafka with PostgreSQL: a
+customer writes in over SMS and e-mail through ingest's real webhooks, an agent answers
+the e-mail through the desk (so the outbound queue holds the address and the reply), an
+admin erases them through crm, and every service applies the `erased` event. Afterwards
+the phone number, e-mail address and message texts are in no service's database and in
+no log line. A second test rebuilds every projection of every service from the log and
+checks that nothing comes back (the erasure ledgers of crm and ingest survive the rebuild).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import sqlite3
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import inspect, select, table, text
 
 from convohub.contracts.topics import CONVERSATION, CUSTOMER, TOPICS
 from convohub.ingest.adapters.signatures import twilio_signature
@@ -32,8 +32,8 @@ from convohub.runtime.service import (
     load_service_factory,
 )
 from convohub.runtime.store import ProjectionStore
-from tests.scenarios.backends import EmbeddedBackend
-from tests.support.hub import RunningHub, eventually, running_hub
+from tests.scenarios.backends import Backend
+from tests.support.hub import BACKENDS, RunningHub, backend_for, eventually, running_hub
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "convohub.example.yaml"
 ADMIN = "dev-acme-admin-key-0001"
@@ -55,11 +55,10 @@ SECRETS = (
 )
 
 
-@pytest.fixture
-async def backend(tmp_path: Path) -> AsyncIterator[EmbeddedBackend]:
-    backend = EmbeddedBackend(tmp_path)
-    yield backend
-    await backend.close()
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    async with backend_for(request.param, request, tmp_path) as backend:
+        yield backend
 
 
 def services(config: Any) -> list[Any]:
@@ -151,28 +150,26 @@ async def caught_up(hub: RunningHub) -> bool:
     return True
 
 
-def leaks(folder: Path) -> list[str]:
-    """Every (database, table, secret) where a secret is still stored."""
+async def leaks(backend: Backend, config: Any) -> list[str]:
+    """Every (service, table, secret) where a secret is still stored: every row of every
+    table of every service's database (SQLite files or PostgreSQL databases). The log
+    itself is immutable; erasure is about the projections."""
     found = []
-    for database in sorted(folder.glob("*.sqlite3")):
-        if database.name.startswith("log"):
-            continue  # the log itself is immutable; erasure is about the projections
-        with sqlite3.connect(database) as connection:
-            tables = [
-                row[0]
-                for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            ]
-            for table in tables:
-                for row in connection.execute(f'SELECT * FROM "{table}"'):
-                    text = " ".join(
+    for service in services(config):
+        store = await backend.store(service.name)
+        async with store.engine.connect() as connection:
+            names = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+            for name in names:
+                for row in await connection.execute(select(text("*")).select_from(table(name))):
+                    values = " ".join(
                         value.decode(errors="ignore") if isinstance(value, bytes) else str(value)
                         for value in row
                     )
-                    found += [f"{database.name}:{table}: {s}" for s in SECRETS if s in text]
+                    found += [f"{service.name}:{name}: {s}" for s in SECRETS if s in values]
     return sorted(set(found))
 
 
-async def write_in_and_erase(backend: EmbeddedBackend, tmp_path: Path, config: Any) -> None:
+async def write_in_and_erase(backend: Backend, config: Any) -> None:
     """The customer writes over SMS and e-mail; an admin erases them; every service applies it."""
     async with running_hub(backend, services(config), config) as hub:
         await sms(hub)
@@ -180,7 +177,7 @@ async def write_in_and_erase(backend: EmbeddedBackend, tmp_path: Path, config: A
         await reply_to_the_mail(hub)
         customers = {await customer_of(hub, PHONE), await customer_of(hub, EMAIL)}
         await eventually(lambda: caught_up(hub), "every service to apply the messages")
-        before = " ".join(leaks(tmp_path))
+        before = " ".join(await leaks(backend, config))
         for table in ("crm_timeline", "ingest_outbound_threads", "ingest_outbound_deliveries"):
             assert table in before, f"the test must see the data in {table} before the erasure"
 
@@ -195,21 +192,28 @@ async def write_in_and_erase(backend: EmbeddedBackend, tmp_path: Path, config: A
         await eventually(lambda: caught_up(hub), "every service to apply the erasure")
 
 
-async def test_after_erasure_no_service_keeps_the_person_nor_logs_it(
-    backend: EmbeddedBackend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    await write_in_and_erase(backend, tmp_path, load_config(EXAMPLE, dict(os.environ)))
-    assert leaks(tmp_path) == [], "the live projections still hold personal data"
-    output = capsys.readouterr()
+def assert_forgotten_and_never_logged(found: list[str], output: Any) -> None:
+    assert found == [], "the live projections still hold personal data"
     for secret in SECRETS:
         assert secret not in output.out + output.err, f"a log line carries {secret!r}"
 
 
-async def test_after_erasure_a_full_replay_of_every_service_brings_nothing_back(
-    backend: EmbeddedBackend, tmp_path: Path
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+async def test_after_erasure_no_service_keeps_the_person_nor_logs_it(
+    backend: Backend, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = load_config(EXAMPLE, dict(os.environ))
-    await write_in_and_erase(backend, tmp_path, config)
+    await write_in_and_erase(backend, config)
+    assert_forgotten_and_never_logged(await leaks(backend, config), capsys.readouterr())
+
+
+async def test_after_erasure_a_full_replay_of_every_service_brings_nothing_back(
+    backend: Backend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both modes (on Kafka and PostgreSQL this is also the live check of the test above)."""
+    config = load_config(EXAMPLE, dict(os.environ))
+    await write_in_and_erase(backend, config)
+    assert_forgotten_and_never_logged(await leaks(backend, config), capsys.readouterr())
     # The full replay an operator runs with `convohub replay NAME`, for every projection
     # of every service: its tables dropped, recreated and rebuilt from the start of the log.
     bus = await backend.bus()
@@ -221,4 +225,4 @@ async def test_after_erasure_a_full_replay_of_every_service_brings_nothing_back(
         for projection in service.projections():
             result = await replay(bus, store, projection)
             assert result.records > 0, projection.name
-    assert leaks(tmp_path) == [], "a rebuilt projection brought personal data back"
+    assert await leaks(backend, config) == [], "a rebuilt projection brought personal data back"
