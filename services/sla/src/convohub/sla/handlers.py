@@ -236,58 +236,69 @@ class ClockProjection(Projection):
         return self.sections.get(tenant_id, EMPTY_SECTION)
 
     async def apply(self, events: Sequence[ConsumedEvent], uow: UnitOfWork) -> None:
+        states = _BatchStates()
         for consumed in events:
-            event = consumed.event
-            data = event.data
-            connection = uow.connection
-            tenant = event.tenantid
-            if isinstance(data, CustomerErased):
-                await repository.forget_customer(connection, tenant, data.customer_id)
-                continue
-            if isinstance(data, CustomerIdentified):
-                if data.conversation_id and await repository.link_customer(
-                    connection, tenant, data.customer_id, data.conversation_id
-                ):
-                    await self._segments_changed(consumed, uow, [data.conversation_id])
-                continue
-            if isinstance(data, CustomerSegmentEntered | CustomerSegmentLeft):
-                member = isinstance(data, CustomerSegmentEntered)
-                await repository.set_segment(
-                    connection, tenant, data.customer_id, data.segment_id, member
+            await self._apply_one(consumed, uow, states)
+        await states.save(uow.connection)
+
+    async def _apply_one(
+        self, consumed: ConsumedEvent, uow: UnitOfWork, states: _BatchStates
+    ) -> None:
+        event = consumed.event
+        data = event.data
+        connection = uow.connection
+        tenant = event.tenantid
+        if isinstance(data, CustomerErased):
+            await repository.forget_customer(connection, tenant, data.customer_id)
+            return
+        if isinstance(data, CustomerIdentified):
+            if data.conversation_id and await repository.link_customer(
+                connection, tenant, data.customer_id, data.conversation_id
+            ):
+                await self._segments_changed(consumed, uow, states, [data.conversation_id])
+            return
+        if isinstance(data, CustomerSegmentEntered | CustomerSegmentLeft):
+            member = isinstance(data, CustomerSegmentEntered)
+            await repository.set_segment(
+                connection, tenant, data.customer_id, data.segment_id, member
+            )
+            conversations = await repository.conversations_of_customer(
+                connection, tenant, data.customer_id
+            )
+            await self._segments_changed(consumed, uow, states, conversations)
+            return
+        if isinstance(data, ConversationClassified):
+            await self._record_queue(
+                connection, tenant, data.conversation_id, skill_group=data.skill_group
+            )
+        if isinstance(data, ConversationAssigned):
+            await self._record_queue(
+                connection, tenant, data.conversation_id, skill_group=data.skill_group
+            )
+        fact = fact_of(event)
+        if fact is None:
+            return
+        extra: list[Fact] = []
+        if isinstance(data, ConversationClassified) and data.vip:
+            segments = await repository.segments_of_conversation(
+                connection, tenant, data.conversation_id
+            )
+            extra.append(
+                Fact(
+                    kind=FactKind.SEGMENTS_CHANGED,
+                    at=fact.at,
+                    event_id=f"{event.id}#vip",
+                    segments=(*segments, "vip"),
                 )
-                conversations = await repository.conversations_of_customer(
-                    connection, tenant, data.customer_id
-                )
-                await self._segments_changed(consumed, uow, conversations)
-                continue
-            if isinstance(data, ConversationClassified):
-                await self._record_queue(
-                    connection, tenant, data.conversation_id, skill_group=data.skill_group
-                )
-            if isinstance(data, ConversationAssigned):
-                await self._record_queue(
-                    connection, tenant, data.conversation_id, skill_group=data.skill_group
-                )
-            fact = fact_of(event)
-            if fact is None:
-                continue
-            extra: list[Fact] = []
-            if isinstance(data, ConversationClassified) and data.vip:
-                segments = await repository.segments_of_conversation(
-                    connection, tenant, data.conversation_id
-                )
-                extra.append(
-                    Fact(
-                        kind=FactKind.SEGMENTS_CHANGED,
-                        at=fact.at,
-                        event_id=f"{event.id}#vip",
-                        segments=(*segments, "vip"),
-                    )
-                )
-            await self._apply_facts(consumed, uow, data.conversation_id, [fact, *extra])
+            )
+        await self._apply_facts(consumed, uow, states, data.conversation_id, [fact, *extra])
 
     async def _segments_changed(
-        self, consumed: ConsumedEvent, uow: UnitOfWork, conversation_ids: Sequence[str]
+        self,
+        consumed: ConsumedEvent,
+        uow: UnitOfWork,
+        states: _BatchStates,
+        conversation_ids: Sequence[str],
     ) -> None:
         tenant = consumed.event.tenantid
         at = consumed.event.time
@@ -301,12 +312,13 @@ class ClockProjection(Projection):
                 event_id=f"{consumed.event.id}#{conversation_id}",
                 segments=segments,
             )
-            await self._apply_facts(consumed, uow, conversation_id, [fact], create=False)
+            await self._apply_facts(consumed, uow, states, conversation_id, [fact], create=False)
 
     async def _apply_facts(
         self,
         consumed: ConsumedEvent,
         uow: UnitOfWork,
+        states: _BatchStates,
         conversation_id: str,
         facts: Sequence[Fact],
         *,
@@ -316,7 +328,7 @@ class ClockProjection(Projection):
         tenant = event.tenantid
         connection = uow.connection
         section = self.section(tenant)
-        state = await repository.load_conversation(connection, tenant, conversation_id, lock=True)
+        state = await states.load(connection, tenant, conversation_id)
         exists = state is not None
         if state is None:
             if not create:
@@ -326,10 +338,10 @@ class ClockProjection(Projection):
             state.segments = await repository.segments_of_conversation(
                 connection, tenant, conversation_id
             )
+            states.created(state)
         changes = []
         for fact in facts:
             changes += state.apply(fact, section)
-        await repository.save_conversation(connection, state, exists=exists)
         for change in changes:
             clock = change.clock
             calendar = section.calendar_of(section.policy(clock.policy_id))
@@ -427,6 +439,36 @@ class ClockProjection(Projection):
             )
             .values(abandoned_at=data.closed_at.astimezone(UTC))
         )
+
+
+class _BatchStates:
+    """The conversations a batch touches, loaded (and locked) once and saved once when the
+    batch ends, however many of its events concern them."""
+
+    def __init__(self) -> None:
+        self._states: dict[tuple[str, str], ConversationSla] = {}
+        self._stored: set[tuple[str, str]] = set()
+
+    async def load(
+        self, connection: AsyncConnection, tenant_id: str, conversation_id: str
+    ) -> ConversationSla | None:
+        key = (tenant_id, conversation_id)
+        if key not in self._states:
+            state = await repository.load_conversation(
+                connection, tenant_id, conversation_id, lock=True
+            )
+            if state is None:
+                return None
+            self._states[key] = state
+            self._stored.add(key)
+        return self._states[key]
+
+    def created(self, state: ConversationSla) -> None:
+        self._states[(state.tenant_id, state.conversation_id)] = state
+
+    async def save(self, connection: AsyncConnection) -> None:
+        for key, state in self._states.items():
+            await repository.save_conversation(connection, state, exists=key in self._stored)
 
 
 async def fire_due_timers_of_clock(
