@@ -28,6 +28,8 @@ from convohub.runtime.settings import RuntimeSettings
 from convohub.runtime.store import ProjectionStore, create_engine, migrate_runtime
 from convohub.runtime.store.tables import OUTBOX
 
+AGENT_EVENTS = "convohub.agent."
+
 
 @dataclass
 class Outcome:
@@ -53,14 +55,24 @@ class Outcome:
 
 
 async def recorded(bus: EventBus, topics: list[str]) -> list[Envelope[Any]]:
-    events: list[Envelope[Any]] = []
-    for topic in topics:
+    """Every event of `topics` in time order; at the same moment, in the order of `topics`
+    (so agents who came online and customers identified at that instant are known to the
+    contact that arrived then), then in log order."""
+    ranked: list[tuple[Any, int, int, Envelope[Any]]] = []
+    for rank, topic in enumerate(topics):
         for partition in range(await bus.partitions(topic)):
             offset = 0
             while records := await bus.read(topic, partition, offset):
-                events += [from_kafka_record(r.value, r.headers) for r in records]
+                ranked += [
+                    (event.time, rank, len(ranked) + n, event)
+                    for n, event in enumerate(
+                        from_kafka_record(r.value, r.headers)
+                        for r in records
+                        if r.value is not None  # a tombstone of a compacted topic is no event
+                    )
+                ]
                 offset = records[-1].offset + 1
-    return sorted(events, key=lambda e: e.time)
+    return [event for *_, event in sorted(ranked, key=lambda item: item[:3])]
 
 
 def what_happened(events: list[Envelope[Any]]) -> Outcome:
@@ -79,13 +91,20 @@ def what_happened(events: list[Envelope[Any]]) -> Outcome:
 
 async def simulate(configs: dict[str, RoutingConfig], events: list[Envelope[Any]]) -> Outcome:
     """Apply the recorded traffic in time order to a fresh router store under `configs`
-    (offers are taken as accepted at once: nobody answers them offline)."""
+    (offers are taken as accepted at once: nobody answers them offline). Agents of the
+    candidate roster that never appear in the recorded agent events are online throughout;
+    the others follow their recorded presence."""
     configs = {
         tenant: config.model_copy(update={"offer_mode": OfferMode.AUTO_ACCEPT})
         for tenant, config in configs.items()
     }
     if not events:
         return Outcome()
+    on_the_log = {
+        (event.tenantid, event.data.agent_id)
+        for event in events
+        if event.type.startswith(AGENT_EVENTS) and hasattr(event.data, "agent_id")
+    }
     with tempfile.TemporaryDirectory() as folder:
         store = ProjectionStore(create_engine(f"sqlite+aiosqlite:///{Path(folder) / 'sim.db'}"))
         await migrate_runtime(store.engine)
@@ -108,6 +127,11 @@ async def simulate(configs: dict[str, RoutingConfig], events: list[Envelope[Any]
                         now=work.now,
                         only_if_missing=True,
                     )
+                    if (tenant_id, agent.id) not in on_the_log:
+                        # a hypothetical agent (only in the candidate) works the whole time
+                        await repo.set_presence(
+                            uow.connection, tenant_id, agent.id, "online", work.now
+                        )
             await uow.commit()
         for event in events:
             async with store.unit_of_work() as uow:
@@ -147,7 +171,7 @@ def route_sim(
         bus = open_bus(RuntimeSettings())
         await bus.start()
         try:
-            traffic = await recorded(bus, [CONVERSATION.name, AGENT.name, CUSTOMER.name])
+            traffic = await recorded(bus, [AGENT.name, CUSTOMER.name, CONVERSATION.name])
             routing = await recorded(bus, [ROUTING.name])
         finally:
             await bus.stop()
