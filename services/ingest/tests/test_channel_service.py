@@ -673,14 +673,14 @@ async def test_a_failed_publish_or_a_crashed_claim_is_retried_into_exactly_one_e
     config = hub_config()
     service = create_service(config)
     async with running_hub(embedded, [service], config) as hub:
-        real_publish = hub.bus.publish_events
+        real_publish = hub.bus.publish
 
         async def broker_down(*args: Any, **kwargs: Any) -> None:
             raise ConnectionError("broker unavailable")
 
-        hub.bus.publish_events = broker_down  # type: ignore[method-assign]
+        hub.bus.publish = broker_down  # type: ignore[method-assign]
         refused = await sms(hub, "SMcrash000000000000000000000000001", "are you there?")
-        hub.bus.publish_events = real_publish  # type: ignore[method-assign]
+        hub.bus.publish = real_publish  # type: ignore[method-assign]
         assert refused.status_code == 503
         assert refused.headers["Retry-After"] == "1"
         assert not [e for e in await hub.events(CONVERSATION.name) if e.type == RECEIVED]

@@ -9,7 +9,7 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, select, text, update
+from sqlalchemy import and_, bindparam, case, delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -48,9 +48,9 @@ async def relax_commit(connection: AsyncConnection) -> None:
 
 
 async def try_claim(connection: AsyncConnection, key: ClaimKey, owner: str, now: datetime) -> bool:
-    """Insert a pending claim; False when someone claimed the key before."""
+    """Insert a pending claim; False when someone claimed the key before (on PostgreSQL a
+    claim inserted by a transaction still open is waited for)."""
     tenant_id, channel_id, dedupe_key = key
-    await relax_commit(connection)
     result = await connection.execute(
         insert_ignoring_duplicates(connection, INBOUND_CLAIMS).values(
             tenant_id=tenant_id,
@@ -102,15 +102,39 @@ async def store_claim_records(
     return result.rowcount == 1
 
 
-async def finish_claim(
-    connection: AsyncConnection, key: ClaimKey, owner: str, outcome: Any
+_FINISH = (
+    update(INBOUND_CLAIMS)
+    .where(
+        INBOUND_CLAIMS.c.tenant_id == bindparam("claim_tenant"),
+        INBOUND_CLAIMS.c.channel_id == bindparam("claim_channel"),
+        INBOUND_CLAIMS.c.dedupe_key == bindparam("claim_key"),
+        INBOUND_CLAIMS.c.owner == bindparam("claim_owner"),
+    )
+    .values(
+        state="done",
+        records=None,
+        outcome=bindparam("claim_outcome", type_=INBOUND_CLAIMS.c.outcome.type),
+    )
+)
+
+
+async def finish_claims(
+    connection: AsyncConnection, finished: list[tuple[ClaimKey, str, Any]]
 ) -> None:
-    # The stored events carry personal data: once published, the log holds them.
+    """Mark published claims done, many in one statement (executemany)."""
     await relax_commit(connection)
     await connection.execute(
-        update(INBOUND_CLAIMS)
-        .where(_claim_filter(key), INBOUND_CLAIMS.c.owner == owner)
-        .values(state="done", records=None, outcome=outcome)
+        _FINISH,
+        [
+            {
+                "claim_tenant": tenant_id,
+                "claim_channel": channel_id,
+                "claim_key": dedupe_key,
+                "claim_owner": owner,
+                "claim_outcome": outcome,
+            }
+            for (tenant_id, channel_id, dedupe_key), owner, outcome in finished
+        ],
     )
 
 

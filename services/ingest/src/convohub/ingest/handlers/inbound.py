@@ -2,12 +2,17 @@
 
 For each provider message (or delivery status, or call phase):
 
-1. claim its dedupe key `(tenant, channel, provider id)` with a unique row; a concurrent
-   duplicate waits for the winner's outcome, a retry after success gets it at once;
-2. the winner decides, in one transaction, which conversation the contact belongs to,
-   writes that state and stores the events it will publish on the claim;
-3. publishes them and waits for the broker's acknowledgement (only then the webhook
-   answers 2xx), then marks the claim done.
+1. in one transaction, claim its dedupe key `(tenant, channel, provider id)` with a unique
+   row, decide which conversation the contact belongs to, write that state and store the
+   events it will publish on the claim; a concurrent duplicate waits for the winner's
+   outcome, a retry after success gets it at once;
+2. publish them and wait for the broker's acknowledgement (only then the webhook answers
+   2xx), then mark the claim done.
+
+Concurrent requests share the expensive steps: their events go to the bus in one publish
+call (one produce request per partition, acknowledged together) while the previous call is
+in flight, and their done marks are written in one transaction. A publish that fails fails
+every request of that call (each is retried by its provider; nothing is marked accepted).
 
 Event ids are UUIDv5 of (tenant, channel, dedupe key, event type): a claim taken over
 after a crash between publish and done re-publishes the same ids, which consumers
@@ -21,13 +26,20 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import structlog
 from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convohub.contracts import Envelope, decode_event, encode_event, new_event
+from convohub.contracts import (
+    Envelope,
+    KafkaRecord,
+    decode_event,
+    encode_event,
+    new_event,
+    to_kafka_record,
+)
 from convohub.contracts.events.common import Channel, Participant, ParticipantKind
 from convohub.contracts.events.conversation import (
     CallAnswered,
@@ -77,6 +89,52 @@ EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 Decision = tuple[list[Envelope[Any]], dict[str, Any]] | None
 Decide = Callable[[AsyncConnection], Awaitable[Decision]]
+Finish = tuple[repository.ClaimKey, str, dict[str, Any]]
+
+
+T = TypeVar("T")
+
+
+class _NothingToRecord(Exception):
+    """The decision records nothing: roll the claim back with it."""
+
+
+class Coalescer(Generic[T]):
+    """Hands items submitted by concurrent callers to `flush` together: while one flush is
+    in flight, new items queue and go out in the next (up to `max_items` at once). Each
+    caller awaits the flush that carried its item and gets its exception, if any."""
+
+    def __init__(self, flush: Callable[[list[T]], Awaitable[None]], max_items: int = 500):
+        self._flush = flush
+        self.max_items = max_items
+        self._queue: list[tuple[T, asyncio.Future[None]]] = []
+        self._draining: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._queue.append((item, done))
+        draining = self._draining
+        if draining is None or draining.done() or draining.get_loop() is not loop:
+            self._draining = loop.create_task(self._drain())
+        await asyncio.shield(done)  # a cancelled caller does not cancel the others' flush
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch = self._queue[: self.max_items]
+            del self._queue[: self.max_items]
+            try:
+                await self._flush([item for item, _ in batch])
+            except BaseException as error:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(error)
+                if not isinstance(error, Exception):
+                    raise
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
 
 def stable_id(*parts: str) -> str:
@@ -112,6 +170,8 @@ class InboundPipeline:
         self.claim_timeout = claim_timeout
         self.wait_timeout = wait_timeout
         self.poll_every = poll_every
+        self._publisher: Coalescer[list[KafkaRecord]] = Coalescer(self._publish_records)
+        self._finisher: Coalescer[Finish] = Coalescer(self._finish_claims)
 
     # --- the claim protocol -----------------------------------------------------------
 
@@ -124,35 +184,44 @@ class InboundPipeline:
         owner = str(uuid.uuid4())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_timeout
+        stored: list[str] | None = None
+        decided: Decision = None
         while True:
             now = context.clock.now()
-            async with engine.begin() as connection:
-                if await repository.try_claim(connection, key, owner, now):
-                    stored: list[str] | None = None
-                    break
-                row = await repository.read_claim(connection, key)
-                if row is None:
-                    continue  # released between our insert and read: try again
-                if row.state == "done":
-                    return Accepted(outcome=row.outcome or {}, duplicate=True)
-                claimed_at = row.claimed_at
-                if claimed_at.tzinfo is None:
-                    claimed_at = claimed_at.replace(tzinfo=UTC)
-                if now - claimed_at > timedelta(seconds=self.claim_timeout) and (
-                    await repository.take_over_claim(connection, key, row.owner, owner, now)
-                ):
-                    # A crashed owner may have decided already (records stored): then
-                    # exactly those events are published, else we decide afresh.
-                    stored, outcome = row.records, row.outcome or {}
-                    break
+            try:
+                async with engine.begin() as connection:
+                    if await repository.try_claim(connection, key, owner, now):
+                        # Claim and decision in one transaction: a failed decision leaves
+                        # no claim behind, and the request costs one commit, not two.
+                        decided = await self._decide_claimed(connection, key, owner, decide)
+                        break
+                    row = await repository.read_claim(connection, key)
+                    if row is None:
+                        continue  # released between our insert and read: try again
+                    if row.state == "done":
+                        return Accepted(outcome=row.outcome or {}, duplicate=True)
+                    claimed_at = row.claimed_at
+                    if claimed_at.tzinfo is None:
+                        claimed_at = claimed_at.replace(tzinfo=UTC)
+                    if now - claimed_at > timedelta(seconds=self.claim_timeout) and (
+                        await repository.take_over_claim(connection, key, row.owner, owner, now)
+                    ):
+                        # A crashed owner may have decided already (records stored): then
+                        # exactly those events are published, else we decide afresh.
+                        stored, outcome = row.records, row.outcome or {}
+                        break
+            except _NothingToRecord:  # an unknown message's status: the claim rolled back
+                return Accepted(outcome={"status": "ignored"}, duplicate=False)
             if loop.time() > deadline:
                 raise ClaimBusyError(dedupe_key)
             await asyncio.sleep(self.poll_every)
 
-        if stored is not None:  # a crashed owner decided already: publish exactly that
+        if decided is not None:
+            events, outcome = decided
+        elif stored is not None:  # a crashed owner decided already: publish exactly that
             log.info("retaking a stale claim", tenant=tenant_id, channel=channel_id)
             events = [decode_event(record) for record in stored]
-        else:
+        else:  # a stale claim of a crashed owner that had not decided
             try:
                 decided = await self._decide(key, owner, decide)
             except BaseException:
@@ -168,14 +237,41 @@ class InboundPipeline:
             if events:
                 # One customer message, one trace: the events carry the request's span.
                 with producer_span("ingest emit", context.tracer) as traceparent:
-                    await context.bus.publish_events(events, traceparent=traceparent)
+                    records = [to_kafka_record(event, traceparent=traceparent) for event in events]
+                    await self._publisher.submit(records)
         except Exception as error:
             async with engine.begin() as connection:
                 await repository.expire_claim(connection, key, owner, EPOCH)
             raise BusUnavailableError(str(error)) from error
-        async with engine.begin() as connection:
-            await repository.finish_claim(connection, key, owner, outcome)
+        try:
+            await self._finisher.submit((key, owner, outcome))
+        except Exception:
+            # The events are on the log: the answer is 2xx. The claim stays pending with
+            # its events, so a retry after the claim timeout re-publishes the same ids.
+            log.exception("marking a published claim done failed", tenant=tenant_id)
         return Accepted(outcome=outcome, duplicate=False)
+
+    async def _publish_records(self, batches: list[list[KafkaRecord]]) -> None:
+        await self._context().bus.publish([record for batch in batches for record in batch])
+
+    async def _finish_claims(self, finished: list[Finish]) -> None:
+        async with self._context().store.engine.begin() as connection:
+            await repository.finish_claims(connection, finished)
+
+    async def _decide_claimed(
+        self,
+        connection: AsyncConnection,
+        key: repository.ClaimKey,
+        owner: str,
+        decide: Decide,
+    ) -> tuple[list[Envelope[Any]], dict[str, Any]]:
+        decided = await decide(connection)
+        if decided is None:
+            raise _NothingToRecord
+        events, outcome = decided
+        records = [encode_event(event).decode() for event in events]
+        await repository.store_claim_records(connection, key, owner, records, outcome)
+        return events, outcome
 
     async def _decide(self, key: repository.ClaimKey, owner: str, decide: Decide) -> Decision:
         context = self._context()
