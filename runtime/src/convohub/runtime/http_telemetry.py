@@ -38,11 +38,11 @@ def route_template(scope: Scope, root_path: str = "") -> str:
     added to it are the prefixes of the mounts the request went through."""
     route: Any = scope.get("route")
     path = getattr(route, "path", None)
+    mounted = str(scope.get("root_path", ""))[len(root_path) :]
+    if isinstance(route, Mount) or (mounted and not isinstance(path, str)):
+        return f"{mounted}/{{path}}"  # a mounted app that is no router (static files)
     if not isinstance(path, str):
         return UNMATCHED_ROUTE
-    mounted = str(scope.get("root_path", ""))[len(root_path) :]
-    if isinstance(route, Mount):  # a mounted app that is no router (static files)
-        return f"{mounted}/{{path}}"
     return f"{mounted}{path}"
 
 
