@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -79,6 +80,8 @@ SURVEY_ANSWER_SHARE = 0.6
 AGENT_CAPACITY = 20
 MEAN_HANDLE_SECONDS = 9.0
 POLLING_SLOTS = 8
+CUSTOMER_CONNECTIONS = 40
+AGENT_CONNECTIONS = 24
 
 _SURNAMES_ZH = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高"
 _GIVEN_ZH = ("伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "涛")
@@ -535,20 +538,36 @@ def _template(path: str) -> str:
 
 
 class _Hub:
-    """An httpx client that counts failures by status and retries 429 and transport errors."""
+    """An httpx client that counts failures by status and retries 429 and transport errors.
+
+    Requests wait for a slot in one of two lanes before they reach httpx: customers' and
+    agents'. Thousands of requests queued inside httpx's own pool cost it quadratic time,
+    and a flood of customer messages must not starve the agents' heartbeats and accepts.
+    """
 
     def __init__(self, client: httpx.AsyncClient, stats: SimulationStats) -> None:
         self.client = client
         self.stats = stats
+        self.lanes = {
+            "customers": asyncio.Semaphore(CUSTOMER_CONNECTIONS),
+            "agents": asyncio.Semaphore(AGENT_CONNECTIONS),
+        }
 
     async def request(
-        self, method: str, path: str, *, ok: Sequence[int] = (), **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        ok: Sequence[int] = (),
+        lane: str = "agents",
+        **kwargs: Any,
     ) -> httpx.Response | None:
         """The response when 2xx or in `ok`; otherwise None, counted under its status."""
         for attempt in range(6):
             self.stats.requests += 1
             try:
-                response = await self.client.request(method, path, **kwargs)
+                async with self.lanes[lane]:
+                    response = await self.client.request(method, path, **kwargs)
             except httpx.TransportError as error:
                 if attempt < 2:
                     self.stats.retries += 1
@@ -586,6 +605,7 @@ class _Edge:
         self.tenant = tenant
         self.run_id = run_id
         self.sessions: dict[tuple[str, str], str] = {}
+        self.send_request = functools.partial(hub.request, lane="customers")
 
     async def send(self, customer: PlannedCustomer, message: PlannedMessage) -> _Sent | None:
         channel = self.tenant.channel(message.channel_id)
@@ -616,7 +636,7 @@ class _Edge:
         elif customer.email:
             body["customer"]["email"] = customer.email
         key = _api_key_for(self.tenant, channel.id)
-        response = await self.hub.request(
+        response = await self.send_request(
             "POST",
             f"/v1/channels/{channel.id}/messages",
             json=body,
@@ -636,7 +656,7 @@ class _Edge:
                 asked["phone"] = customer.phone
             elif customer.email:
                 asked["email"] = customer.email
-            started = await self.hub.request(
+            started = await self.send_request(
                 "POST",
                 f"/v1/webchat/{channel.id}/sessions",
                 json=asked,
@@ -646,7 +666,7 @@ class _Edge:
                 return None
             token = started.json()["session_token"]
             self.sessions[(channel.id, customer.key)] = token
-        response = await self.hub.request(
+        response = await self.send_request(
             "POST",
             f"/v1/webchat/{channel.id}/messages",
             json={"client_message_id": pid, "text": message.text},
@@ -677,7 +697,7 @@ class _Edge:
         # Twilio signs the URL it was configured with: the public base URL behind a proxy.
         public = str(channel.settings.get("public_base_url") or self.base_url).rstrip("/")
         signature = twilio_signature(channel.secret("auth_token"), public + path, form.items())
-        response = await self.hub.request(
+        response = await self.send_request(
             "POST",
             path,
             content=urlencode(form).encode(),
@@ -728,7 +748,7 @@ class _Edge:
         }
         body = json.dumps(document, ensure_ascii=False).encode()
         digest = hmac.new(channel.secret("app_secret").encode(), body, hashlib.sha256).hexdigest()
-        response = await self.hub.request(
+        response = await self.send_request(
             "POST",
             f"/v1/webhooks/whatsapp/{channel.id}",
             content=body,
@@ -759,7 +779,7 @@ class _Edge:
                 "token": token,
                 "signature": signature,
             }
-            response = await self.hub.request(
+            response = await self.send_request(
                 "POST",
                 f"/v1/webhooks/mailgun/{channel.id}",
                 content=urlencode(form).encode(),
@@ -776,7 +796,7 @@ class _Edge:
             raw = mail.as_bytes()
             secret = channel.secret("inbound_signing_secret").encode()
             digest = hmac.new(secret, raw, hashlib.sha256).hexdigest()
-            response = await self.hub.request(
+            response = await self.send_request(
                 "POST",
                 f"/v1/webhooks/email/{channel.id}",
                 content=raw,
@@ -971,6 +991,7 @@ class _Simulation:
                 if page is None:
                     break
                 document = page.json()
+                unknown = []
                 for item in document["items"]:
                     conversation_id = item["conversation_id"]
                     if conversation_id in self.by_conversation:
@@ -978,16 +999,18 @@ class _Simulation:
                     if looked_at.get(conversation_id) == item["updated_at"]:
                         continue
                     looked_at[conversation_id] = item["updated_at"]
-                    await self.look_into(conversation_id)
+                    unknown.append(conversation_id)
+                await asyncio.gather(*(self.look_into(cid) for cid in unknown))
                 cursor = document.get("next_cursor")
                 if not cursor:
                     break
             since = polled_at - timedelta(seconds=3)
 
     async def look_into(self, conversation_id: str) -> None:
-        detail = await self.hub.request(
-            "GET", f"/v1/conversations/{conversation_id}", headers=self.auth, ok=(404,)
-        )
+        async with self.polls:
+            detail = await self.hub.request(
+                "GET", f"/v1/conversations/{conversation_id}", headers=self.auth, ok=(404,)
+            )
         if detail is None or detail.status_code == 404:
             return
         for entry in detail.json()["timeline"]:
@@ -1159,15 +1182,18 @@ class _Simulation:
 
     # -- after the run --
 
-    async def verify(self) -> dict[str, Any]:
-        """Every sent message looked up in the read model; assignment latencies."""
+    async def verify(self, settle: float = 30.0) -> dict[str, Any]:
+        """Every sent message looked up in the read model; assignment latencies. A message
+        not found yet is looked for again for up to `settle` seconds: a hub that fell behind
+        applies its backlog to the read model after the traffic stopped."""
         found: set[str] = set()
-        latencies: list[float] = []
-        resolved = 0
-        conversations = {cid for cid in self.sent.values() if cid} | set(self.by_conversation)
-        # Messages whose conversation the run never learned: search recent conversations.
-        if any(not cid for cid in self.sent.values()):
+        latencies: dict[str, float] = {}
+        finished: dict[str, bool] = {}
+        gate = asyncio.Semaphore(POLLING_SLOTS)
+
+        async def listed() -> set[str]:
             since = datetime.fromtimestamp(self.started_wall - 5, UTC)
+            ids: set[str] = set()
             cursor = None
             while True:
                 params: dict[str, Any] = {"updated_since": since.isoformat(), "limit": 200}
@@ -1177,15 +1203,13 @@ class _Simulation:
                     "GET", "/v1/conversations", params=params, headers=self.auth
                 )
                 if page is None:
-                    break
-                conversations |= {item["conversation_id"] for item in page.json()["items"]}
+                    return ids
+                ids |= {item["conversation_id"] for item in page.json()["items"]}
                 cursor = page.json().get("next_cursor")
                 if not cursor:
-                    break
-        gate = asyncio.Semaphore(8)
+                    return ids
 
         async def check(conversation_id: str) -> None:
-            nonlocal resolved
             async with gate:
                 detail = await self.hub.request(
                     "GET", f"/v1/conversations/{conversation_id}", headers=self.auth, ok=(404,)
@@ -1193,8 +1217,7 @@ class _Simulation:
             if detail is None or detail.status_code == 404:
                 return
             document = detail.json()
-            if document["state"] in ("resolved", "closed"):
-                resolved += 1
+            finished[conversation_id] = document["state"] in ("resolved", "closed")
             assigned_at = None
             for entry in document["timeline"]:
                 provider_id = (entry.get("data") or {}).get("provider_message_id")
@@ -1204,14 +1227,26 @@ class _Simulation:
                     assigned_at = datetime.fromisoformat(entry["at"]).timestamp()
             tracked = self.by_conversation.get(conversation_id)
             if tracked is not None and assigned_at is not None:
-                latencies.append(max(0.0, assigned_at - tracked.first_sent_at))
+                latencies[conversation_id] = max(0.0, assigned_at - tracked.first_sent_at)
 
-        await asyncio.gather(*(check(cid) for cid in sorted(conversations)))
+        known = {cid for cid in self.sent.values() if cid} | set(self.by_conversation)
+        if any(not cid for cid in self.sent.values()):  # conversations never learned
+            known |= await listed()
+        await asyncio.gather(*(check(cid) for cid in sorted(known)))
+        give_up = time.monotonic() + settle
+        while set(self.sent) - found and time.monotonic() < give_up:
+            await asyncio.sleep(2.0)
+            missing = set(self.sent) - found
+            again = {self.sent[pid] for pid in missing if self.sent[pid]}
+            if any(not self.sent[pid] for pid in missing):
+                again |= await listed()
+            known |= again
+            await asyncio.gather(*(check(cid) for cid in sorted(again)))
         return {
             "found": found,
-            "latencies": latencies,
-            "conversations": len(conversations),
-            "resolved": resolved,
+            "latencies": list(latencies.values()),
+            "conversations": len(known),
+            "resolved": sum(finished.values()),
         }
 
 
@@ -1250,7 +1285,8 @@ async def simulate(
     chosen = config.tenant(plan.tenant)
     stats = SimulationStats(duration=duration, planned=len(plan.conversations))
     run_id = uuid.uuid4().hex[:10]
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    connections = CUSTOMER_CONNECTIONS + AGENT_CONNECTIONS
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     started = time.monotonic()
     async with httpx.AsyncClient(
         base_url=base_url.rstrip("/"),
