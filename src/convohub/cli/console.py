@@ -103,8 +103,11 @@ async def _changes(
     yield "retry: 2000\n" + _event("hello", version)
     last_sent = last_moved = loop.time()
     settled = True
+    server = getattr(request.app.state, "server", None)  # the uvicorn server, under `up`
     while not await request.is_disconnected():
         await asyncio.sleep(check_every)
+        if server is not None and server.should_exit:
+            return  # the hub is stopping: end the stream so Ctrl-C does not wait on it
         try:
             current = await _log_version(bus)
         except Exception:  # the bus is stopping or briefly unreachable: say so next round

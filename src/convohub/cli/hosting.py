@@ -4,6 +4,7 @@ entry points, and one uvicorn server for their app."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,16 +74,24 @@ def serve(
     telemetry = setup_telemetry(settings)
     typer.echo(banner)
     app = create_service_app(host, extra_routers=extra_routers)
-    try:
-        uvicorn.run(
+    server = uvicorn.Server(
+        uvicorn.Config(
             app,
             host=settings.http_host,
             port=settings.http_port,
             log_config=None,  # uvicorn's logs go through our JSON pipeline
             timeout_graceful_shutdown=5,
         )
+    )
+    app.state.server = server  # long-lived streams (the console's) end once it is stopping
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
     finally:
         telemetry.shutdown()
+    if not server.started:  # as uvicorn.run: the port was taken, or the start failed
+        sys.exit(3)
 
 
 def overrides_for(
