@@ -183,3 +183,42 @@ async def test_a_callers_traceparent_is_continued(
     (span,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert format(span.context.trace_id, "032x") == caller_trace
     assert span.name == "GET /healthz"
+
+
+@EMBEDDED_ONLY
+async def test_an_agents_reply_is_one_trace_from_the_request_into_the_consumers(
+    hub: RunningHub, exporter: InMemorySpanExporter
+) -> None:
+    await post_sms(hub, "SM00000000000000000000000000trace4", "can someone answer?")
+    supervisor = hub.auth("dev-acme-supervisor-key-0001")
+
+    async def conversation() -> str | None:
+        response = await hub.client.get(
+            "/v1/conversations", params={"channel": "sms"}, headers=supervisor
+        )
+        items = response.json()["items"] if response.status_code == 200 else []
+        return items[0]["conversation_id"] if items else None
+
+    conversation_id = await eventually(conversation, "the desk to show the conversation")
+    exporter.clear()
+    response = await hub.client.post(
+        f"/v1/conversations/{conversation_id}/messages",
+        json={"text": "On it!"},
+        headers=supervisor,
+    )
+    assert response.status_code == 202, response.text
+    (request,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert request.name == "POST /v1/conversations/{conversation_id}/messages"
+
+    async def consumed_in_the_same_trace() -> list[ReadableSpan]:
+        return [
+            span
+            for span in exporter.get_finished_spans()
+            if span.kind == SpanKind.CONSUMER
+            and span.context.trace_id == request.context.trace_id
+            and span.parent is not None
+            and span.parent.span_id == request.context.span_id
+        ]
+
+    spans = await eventually(consumed_in_the_same_trace, "consumers of the reply in its trace")
+    assert {group_of(span) for span in spans}

@@ -40,6 +40,7 @@ from convohub.runtime.store.statements import (
     upsert_positions,
 )
 from convohub.runtime.store.tables import POSITIONS, PROCESSED_EVENTS
+from convohub.runtime.telemetry import inject_traceparent
 
 log = structlog.get_logger(__name__)
 
@@ -232,10 +233,13 @@ class UnitOfWork:
 
         The event is validated and bound to its topic now. An event id already in the
         outbox is ignored: a handler re-run after a crash emits the same ids. Dropped
-        when replaying.
+        when replaying. Without `traceparent` the event carries the current span's (an
+        HTTP request's: an agent's reply is part of that request's trace), if any.
         """
         if self.replaying:
             return
+        if traceparent is None:
+            traceparent = inject_traceparent()
         self._outbox.setdefault(event.id, to_kafka_record(event, traceparent=traceparent))
 
     def emit_tombstone(
