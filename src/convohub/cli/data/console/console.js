@@ -241,6 +241,10 @@ const loadQueuesAgentsAndKpis = () => Promise.all([
   }),
   guard("panel-agents", async () => {
     const { agents } = await api("/v1/agents");
+    const me = agents.find((a) => a.agent_id === state.session.agent_id);
+    state.myPresence = me ? me.presence : null;
+    const presence = $("#my-presence");
+    if (presence) presence.textContent = state.myPresence ? `You are ${state.myPresence}.` : "";
     const online = agents.filter((a) => a.presence === "online").length;
     kpi("online", "agents online", `${online}/${agents.length}`);
     fill("panel-agents", agents.length ? h("table", {},
@@ -401,7 +405,8 @@ const loadOffers = () => {
 function presenceControl() {
   const set = (presence) => api(`/v1/agents/${encodeURIComponent(state.session.agent_id)}/presence`, { method: "PUT", body: { presence } })
     .then(refresh, (error) => alert(problemText(error)));
-  return h("div", { class: "buttons", style: "display:flex;gap:8px;margin-top:8px" },
+  return h("div", { class: "buttons", style: "display:flex;gap:8px;margin-top:8px;align-items:center" },
+    h("span", { id: "my-presence", class: "empty" }, state.myPresence ? `You are ${state.myPresence}.` : ""),
     h("button", { class: "secondary", onclick: () => set("online") }, "Go online"),
     h("button", { class: "secondary", onclick: () => set("away") }, "Away"));
 }
