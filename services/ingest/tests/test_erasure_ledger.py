@@ -17,7 +17,8 @@ from convohub.contracts.catalogue import payload_class, payload_examples
 from convohub.ingest.adapters.desk import DESK_CONVERSATIONS, DESK_TIMELINE
 from convohub.ingest.adapters.erasure import erased_conversations, remember_erased
 from convohub.ingest.adapters.outbound import OUTBOUND_DELIVERIES, OUTBOUND_THREADS
-from convohub.ingest.adapters.tables import METADATA
+from convohub.ingest.adapters.tables import CONVERSATIONS, METADATA, WEBCHAT_REPLIES
+from convohub.ingest.handlers.conversations import ConversationStateProjection
 from convohub.ingest.handlers.delivery import OutboundIntake
 from convohub.ingest.handlers.readmodel import apply_to_read_model
 from convohub.runtime.bus.port import LogRecord
@@ -165,3 +166,40 @@ async def test_the_desk_folds_a_ledgered_conversation_as_erased_from_its_first_e
     assert len(timeline) == 3
     assert REPLY not in str(timeline)
     assert ADDRESS not in str(timeline)
+
+
+async def test_a_rebuild_of_the_channel_state_keeps_the_conversations_and_skips_erased_replies(
+    store: ProjectionStore,
+) -> None:
+    async with store.unit_of_work() as uow:  # what the inbound pipeline wrote live
+        await uow.connection.execute(
+            CONVERSATIONS.insert().values(
+                conversation_id="conv-1",
+                tenant_id="acme",
+                customer_key="erased:cust-1",
+                channel="web_chat",
+                channel_id="web-main",
+                address="",
+                status="open",
+                survey_pending=False,
+                started_at=AT,
+                updated_at=AT,
+            )
+        )
+        await remember_erased(uow.connection, "acme", ["conv-1"], AT)
+        await uow.commit()
+    reply = event(
+        "convohub.conversation.message_sent.v1",
+        conversation_id="conv-1",
+        channel="web_chat",
+        channel_id="web-main",
+        recipient={"channel": "web_chat", "channel_id": "web-main", "address": ADDRESS},
+        content={"text": REPLY},
+    )
+    resolved = event("convohub.conversation.resolved.v1", conversation_id="conv-1")
+
+    await rebuild(store, ConversationStateProjection(), [reply, resolved])
+
+    assert await rows_of(store, WEBCHAT_REPLIES) == []
+    [conversation] = await rows_of(store, CONVERSATIONS)  # not dropped by the rebuild
+    assert conversation["status"] == "resolved"
