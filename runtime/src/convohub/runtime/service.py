@@ -328,9 +328,11 @@ class ServiceHost:
         self.metrics.dead_letter_queue_records.set(sum(ends.values()))
 
     async def _refresh_metrics_forever(self) -> None:
+        # Sleep first: a host that lives for less than an interval (a test, a CLI command)
+        # never pays for the queries; consumers set their lag after each batch anyway.
         while True:
-            await self.refresh_metrics()
             await asyncio.sleep(self.metrics_interval)
+            await self.refresh_metrics()
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
         checks: dict[str, ReadinessCheck] = {}
