@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import MetaData
 from sqlalchemy.exc import OperationalError
 
@@ -228,3 +228,29 @@ async def test_a_tombstone_is_skipped_without_a_dead_letter(parts) -> None:
     rows = await outbox_records(store)
     assert [row.topic for row in rows] == ["convohub.routing.v1"], "no dead letter"
     assert (await store.positions(projection.name))[records[0].topic_partition] == 2
+
+
+async def test_a_dead_letter_stays_in_the_trace_of_the_event_that_failed(parts) -> None:
+    bus, store = parts
+    exporter = InMemorySpanExporter()
+    telemetry = build_telemetry(
+        RuntimeSettings(service_name="test"), span_processors=[SimpleSpanProcessor(exporter)]
+    )
+    producer = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    runner = ProjectionRunner(
+        bus,
+        store,
+        Scripted(failures=[ValueError("poison")]),
+        retry=RetryPolicy(attempts=1),
+        tracer=telemetry.tracer,
+    )
+    await runner.handle_batch(await records_of(bus, example_event(RECEIVED), producer))
+
+    (dead_letter,) = await outbox_records(store)
+    assert dead_letter.topic == "convohub.dlq.v1"
+    headers = dict(dead_letter.headers)
+    assert base64.b64decode(headers["traceparent"]).decode() == producer
+    (span,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    assert span.status.status_code is StatusCode.ERROR, "the failed attempt's span says so"
+    assert format(span.context.trace_id, "032x") == producer.split("-")[1]
+    telemetry.shutdown()

@@ -41,7 +41,12 @@ from convohub.contracts.events.deadletter import (
     DeadLetterValueEncoding,
     EventDeadLettered,
 )
-from convohub.contracts.kafka import ID_HEADER, TYPE_HEADER
+from convohub.contracts.kafka import (
+    ID_HEADER,
+    TRACEPARENT_HEADER,
+    TRACEPARENT_PATTERN,
+    TYPE_HEADER,
+)
 from convohub.runtime.bus.port import EventBus, LogRecord, Subscription, TopicPartition
 from convohub.runtime.metrics import RuntimeMetrics
 from convohub.runtime.projection import ConsumedEvent, Projection
@@ -294,7 +299,13 @@ class ProjectionRunner:
     def _emit_dead_letter(
         self, uow: UnitOfWork, item: _Item, error: BaseException, attempts: int
     ) -> None:
-        uow.emit(dead_letter_event(item.record, item.event, error, self.group, attempts))
+        # The dead letter joins the failed event's trace (a valid header, else none).
+        header = item.record.header(TRACEPARENT_HEADER)
+        traceparent = header.decode(errors="replace") if header else None
+        if traceparent is not None and not TRACEPARENT_PATTERN.match(traceparent):
+            traceparent = None
+        event = dead_letter_event(item.record, item.event, error, self.group, attempts)
+        uow.emit(event, traceparent=traceparent)
 
     def _count_dead_letters(self, items: Sequence[_Item]) -> None:
         """Count dead letters once their transaction committed (a rollback sends none)."""
