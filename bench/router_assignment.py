@@ -1,17 +1,24 @@
-"""Router assignment latency and throughput against raw SQL doing the same writes.
+"""Router assignment throughput and latency against raw SQL doing the same writes.
 
 Usage: uv run python bench/router_assignment.py [--agents 1000] [--conversations 10000]
-                                                [--batch 500]
+           [--batch 500] [--rate 10 25 50] [--seconds 10]
 
-On SQLite (a temporary file): `--agents` agents online (web chat capacity 10 each), then
-`--conversations` conversations arrive in batches of `--batch`, each batch one unit of work
-as the router's projection applies it (create, classify, queue, choose an agent with the
-least-busy strategy, arbitrate capacity with conditional updates, emit classified, queued
-and assigned events into the outbox). The latency of a conversation is from the start of the
-batch that queued it to the commit of the unit of work that assigned it (the queued ->
-assigned event gap a consumer would see, before broker delivery). The baseline does the
-same rows' worth of raw SQL per conversation (an insert and a conditional capacity update,
-agent chosen round robin) in the same batches, with no routing decision and no events.
+On SQLite (a temporary file), with `--agents` agents online (web chat capacity 12 each):
+
+1. Fill: `--conversations` conversations arrive in batches of `--batch`, each batch one unit
+   of work as the router's projection applies it (create, classify, queue, choose an agent
+   with the least-busy strategy, arbitrate capacity with conditional updates, emit classified,
+   queued and assigned events into the outbox). Prints decisions per second against the
+   baseline, which does the same rows' worth of raw SQL per conversation (an insert and a
+   conditional capacity update, agent chosen round robin) in the same batches, with no
+   routing decision and no events. These conversations stay open.
+2. Steady state: on top of those open conversations, new ones arrive at each `--rate` per
+   second in turn, for `--seconds` each, while as many open ones are resolved (capacity
+   freed), so 10,000 conversations stay open. A consumer loop
+   takes everything that has arrived (at most `--batch`) as one batch, like the projection
+   runner does. The latency of a conversation is from its arrival to the commit of the unit
+   of work that assigned it (the queued -> assigned event gap a consumer would see, before
+   broker delivery). Prints p50/p99.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from convohub.router.handlers import Workflow, run_command
 from convohub.runtime.store import ProjectionStore, create_engine, migrate_runtime
 
 NOW = datetime(2026, 1, 5, 9, tzinfo=UTC)
+CAPACITY = 12
+"""Web chat capacity of each agent: 1,000 agents hold 10,000 open conversations with room."""
 
 
 async def open_store(folder: Path, name: str) -> ProjectionStore:
@@ -57,8 +66,8 @@ async def roster(store: ProjectionStore, configs: dict[str, RoutingConfig], agen
                 name=agent_id,
                 tier=AgentTier.MID,
                 skills={"support": 1 + n % 5},
-                capacity_total=10,
-                per_channel={"web_chat": 10},
+                capacity_total=CAPACITY,
+                per_channel={"web_chat": CAPACITY},
                 now=NOW,
             )
             await work.presence(
@@ -84,25 +93,68 @@ def started(n: int) -> ConversationStarted:
     )
 
 
-async def router_run(
+async def fill(
     store: ProjectionStore, configs: dict[str, RoutingConfig], total: int, batch: int
-) -> tuple[list[float], float]:
-    latencies: list[float] = []
+) -> tuple[int, float]:
+    """Phase 1: `total` conversations in batches of `batch`; (assigned, seconds)."""
+    assigned = 0
     began = time.perf_counter()
     for first in range(0, total, batch):
         numbers = range(first, min(total, first + batch))
-        batch_start = time.perf_counter()
 
         async def apply(work: Workflow, numbers: range = numbers) -> None:
             for n in numbers:
-                event = started(n)
-                await work.conversation_started("acme", event)
-                await work.contact("acme", event.conversation_id, Channel.WEB_CHAT, text="hello")
+                await arrive(work, n)
+
+        assigned += await run_command(store, configs, NOW, _and_count(apply))
+    return assigned, time.perf_counter() - began
+
+
+async def arrive(work: Workflow, n: int) -> None:
+    event = started(n)
+    await work.conversation_started("acme", event)
+    await work.contact("acme", event.conversation_id, Channel.WEB_CHAT, text="hello")
+
+
+async def steady(
+    store: ProjectionStore,
+    configs: dict[str, RoutingConfig],
+    first: int,
+    open_ids: list[int],
+    rate: float,
+    seconds: float,
+    batch: int,
+) -> tuple[list[float], list[int]]:
+    """Phase 2: arrivals and resolutions at `rate`; latencies of the assigned arrivals and
+    the sizes of the batches the consumer loop took."""
+    latencies: list[float] = []
+    sizes: list[int] = []
+    count = int(rate * seconds)
+    due = [i / rate for i in range(count)]  # arrival times, seconds after the start
+    taken = 0
+    began = time.perf_counter()
+    while taken < count:
+        now = time.perf_counter() - began
+        ready = [i for i in range(taken, min(count, taken + batch)) if due[i] <= now]
+        if not ready:
+            await asyncio.sleep(max(0.0, due[taken] - now))
+            continue
+        taken += len(ready)
+        sizes.append(len(ready))
+        resolved = [open_ids.pop(0) for _ in ready]
+
+        async def apply(
+            work: Workflow, ready: list[int] = ready, resolved: list[int] = resolved
+        ) -> None:
+            for i, done in zip(ready, resolved, strict=True):
+                await work.finished("acme", f"conv-{done:06d}")
+                await arrive(work, first + i)
 
         placed = await run_command(store, configs, NOW, _and_count(apply))
-        done = time.perf_counter()
-        latencies += [done - batch_start] * placed
-    return latencies, time.perf_counter() - began
+        committed = time.perf_counter() - began
+        latencies += [committed - due[i] for i in ready[:placed]]
+        open_ids += [first + i for i in ready]
+    return latencies, sizes
 
 
 def _and_count(apply):  # type: ignore[no-untyped-def]
@@ -155,8 +207,16 @@ def percentile(values: list[float], fraction: float) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=1000)
-    parser.add_argument("--conversations", type=int, default=10_000)
+    parser.add_argument("--conversations", type=int, default=10_000, help="open ones (fill)")
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        nargs="+",
+        default=[10, 25, 50],
+        help="arrivals per second of each steady-state phase, run one after the other",
+    )
+    parser.add_argument("--seconds", type=float, default=10)
     args = parser.parse_args()
     configs = {
         "acme": RoutingConfig.model_validate(
@@ -167,26 +227,41 @@ async def main() -> None:
         raw_store = await open_store(Path(folder), "raw.db")
         await roster(raw_store, configs, args.agents)
         raw_seconds = await raw_run(raw_store, args.agents, args.conversations, args.batch)
+        await raw_store.engine.dispose()
         store = await open_store(Path(folder), "router.db")
         await roster(store, configs, args.agents)
-        latencies, seconds = await router_run(store, configs, args.conversations, args.batch)
-        await raw_store.engine.dispose()
+        assigned, seconds = await fill(store, configs, args.conversations, args.batch)
+        open_ids = list(range(args.conversations))
+        next_id = args.conversations
+        phases = []
+        for rate in args.rate:
+            phases.append(
+                await steady(store, configs, next_id, open_ids, rate, args.seconds, args.batch)
+            )
+            next_id += int(rate * args.seconds)
         await store.engine.dispose()
     raw_rate = args.conversations / raw_seconds
-    rate = len(latencies) / seconds
-    print(f"{args.agents:,} agents, {args.conversations:,} conversations, batches of {args.batch}")
+    rate = assigned / seconds
+    print(f"{args.agents:,} agents, {args.conversations:,} open conversations")
+    print(f"fill, batches of {args.batch}:")
     print(f"  raw SQL baseline (insert + conditional update) {raw_rate:>10,.0f} /s")
     print(
         f"  router decisions (assigned)                    {rate:>10,.0f} /s"
         f"   ratio {rate / raw_rate:.2f}"
     )
-    print(f"  assigned {len(latencies):,} of {args.conversations:,}")
-    if latencies:
+    print(f"  assigned {assigned:,} of {args.conversations:,}")
+    for rate, (latencies, sizes) in zip(args.rate, phases, strict=True):
         print(
-            f"  queued -> assigned latency p50 {percentile(latencies, 0.5) * 1000:,.0f} ms"
-            f"  p99 {percentile(latencies, 0.99) * 1000:,.0f} ms"
-            f"  mean {statistics.fmean(latencies) * 1000:,.0f} ms"
+            f"steady state, {rate:g} arrivals/s and as many resolutions for {args.seconds:g} s"
+            f" (batches of {statistics.fmean(sizes):.1f} on average, at most {max(sizes)}):"
         )
+        print(f"  assigned {len(latencies):,} of {int(rate * args.seconds):,}")
+        if latencies:
+            print(
+                f"  arrival -> assigned (committed) p50 {percentile(latencies, 0.5) * 1000:,.0f}"
+                f" ms  p99 {percentile(latencies, 0.99) * 1000:,.0f} ms"
+                f"  max {max(latencies) * 1000:,.0f} ms"
+            )
 
 
 if __name__ == "__main__":
