@@ -32,7 +32,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
@@ -443,6 +443,14 @@ class SimulationStats:
     """Failures by status, method and route (ids replaced by `{id}`)."""
     phase: str = "starting"
 
+    def short(self) -> str:
+        """The counters in few characters (for a progress bar's description)."""
+        return (
+            f"{self.phase:<9} conv {self.conversations}/{self.planned} msg {self.messages} "
+            f"reply {self.replies} assigned {self.assigned} resolved {self.resolved} "
+            f"survey {self.surveys_answered} err {sum(self.errors.values())}"
+        )
+
     def line(self) -> str:
         """One human line: what happened so far."""
         failed = sum(self.errors.values())
@@ -512,6 +520,8 @@ class SimulationSummary:
             *details,
             f"inbound->assigned      p50 {seconds(self.latency_p50)}  "
             f"p99 {seconds(self.latency_p99)}  ({self.latency_samples} conversations)",
+            f"offers missed          {self.offers_missed} (expired or taken before accepted); "
+            f"unfinished {len(self.unfinished)}",
             f"read model             {self.messages_verified}/{self.messages} messages found, "
             f"{len(self.missing_messages)} missing; {self.conversations_in_read_model} "
             f"conversations, {self.resolved_in_read_model} resolved or closed",
@@ -972,14 +982,16 @@ class _Simulation:
     async def discover(self) -> None:
         """Poll the read model for conversations this run started but whose id it does not
         know yet (the webhooks of Twilio and WhatsApp answer without it)."""
-        since = datetime.fromtimestamp(self.started_wall - 5, UTC)
         looked_at: dict[str, str] = {}  # conversation id -> its updated_at when looked into
         while True:
             await asyncio.sleep(0.7)
             waiting = [t for t in self.by_provider_id.values() if t.conversation_id is None]
             if not waiting:
                 continue
-            polled_at = datetime.now(UTC)
+            # From just before the oldest such message was sent: a row's updated_at is the
+            # event's time, which may be well before the lagging read model shows it.
+            oldest = min(tracked.first_sent_at for tracked in waiting)
+            since = datetime.fromtimestamp(oldest - 5, UTC)
             cursor: str | None = None
             while True:
                 params: dict[str, Any] = {"updated_since": since.isoformat(), "limit": 200}
@@ -1004,7 +1016,6 @@ class _Simulation:
                 cursor = document.get("next_cursor")
                 if not cursor:
                     break
-            since = polled_at - timedelta(seconds=3)
 
     async def look_into(self, conversation_id: str) -> None:
         async with self.polls:
@@ -1417,7 +1428,7 @@ def simulate_command(
     console = Console(stderr=True)
     with Progress(
         TextColumn("{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=20),
         TimeElapsedColumn(),
         console=console,
         transient=False,
@@ -1425,7 +1436,7 @@ def simulate_command(
         task = bar.add_task("starting", total=duration)
 
         def show(stats: SimulationStats) -> None:
-            bar.update(task, completed=min(stats.elapsed, duration), description=stats.line())
+            bar.update(task, completed=min(stats.elapsed, duration), description=stats.short())
 
         try:
             summary = asyncio.run(
