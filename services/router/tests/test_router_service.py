@@ -47,6 +47,7 @@ async def test_classifies_queues_and_assigns_the_least_busy_agent_with_reasons(
         assert classified[0].data.skill_group == "complaints"
         assert classified[0].data.matched_rule.rule_id == "complaint"
         assert classified[0].data.matched_rule.matched_text == "投诉"
+        assert classified[0].data.language == "zh", "mostly Han characters"
         first = (await hub.wait_for_events(ROUTING.name, of_type(ASSIGNED, "c1")))[0].data
         # Equal load: the tie goes to the higher proficiency.
         assert first.agent_id == "a2"
