@@ -142,14 +142,19 @@ async def main(arguments: argparse.Namespace) -> None:
                 await bus.publish_events([envelope(n)])  # type: ignore[list-item]
                 await client.post(PATH, **webhook(warm, n))  # type: ignore[arg-type]
 
+            raw_failures: list[str] = []
+
             async def publish(n: int) -> None:
-                await bus.publish_events([envelope(n)])  # type: ignore[list-item]
+                try:
+                    await bus.publish_events([envelope(n)])  # type: ignore[list-item]
+                except Exception as error:  # a loaded broker times some out; count them
+                    raw_failures.append(type(error).__name__)
 
             raw_seconds = await in_parallel(count, concurrency, publish)
-            raw_rate = count / raw_seconds
+            raw_rate = (count - len(raw_failures)) / raw_seconds
             print(
                 f"raw bus publish:   {raw_rate:10.0f} events/s  (acks=all, 1 event a call, "
-                f"{concurrency} in flight)"
+                f"{concurrency} in flight; {len(raw_failures)} not acknowledged)"
             )
 
             run = uuid.uuid4().hex[:8]

@@ -7,7 +7,7 @@ For each provider message (or delivery status, or call phase):
    events it will publish on the claim; a concurrent duplicate waits for the winner's
    outcome, a retry after success gets it at once;
 2. publish them and wait for the broker's acknowledgement (only then the webhook answers
-   2xx), then mark the claim done.
+   2xx), and mark the claim done right after answering.
 
 Concurrent requests share the expensive steps: their events go to the bus in one publish
 call (one produce request per partition, acknowledged together) while the previous call is
@@ -107,17 +107,25 @@ class Coalescer(Generic[T]):
     def __init__(self, flush: Callable[[list[T]], Awaitable[None]], max_items: int = 500):
         self._flush = flush
         self.max_items = max_items
-        self._queue: list[tuple[T, asyncio.Future[None]]] = []
+        self._queue: list[tuple[T, asyncio.Future[None] | None]] = []
         self._draining: asyncio.Task[None] | None = None
 
     async def submit(self, item: T) -> None:
+        """Queue `item` and return once a flush carrying it succeeded (or raise its error)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue(item, done)
+        await asyncio.shield(done)  # a cancelled caller does not cancel the others' flush
+
+    def post(self, item: T) -> None:
+        """Queue `item` without waiting for its flush (whose errors `flush` must handle)."""
+        self._enqueue(item, None)
+
+    def _enqueue(self, item: T, done: asyncio.Future[None] | None) -> None:
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
         self._queue.append((item, done))
         draining = self._draining
         if draining is None or draining.done() or draining.get_loop() is not loop:
             self._draining = loop.create_task(self._drain())
-        await asyncio.shield(done)  # a cancelled caller does not cancel the others' flush
 
     async def _drain(self) -> None:
         while self._queue:
@@ -127,13 +135,13 @@ class Coalescer(Generic[T]):
                 await self._flush([item for item, _ in batch])
             except BaseException as error:
                 for _, done in batch:
-                    if not done.done():
+                    if done is not None and not done.done():
                         done.set_exception(error)
                 if not isinstance(error, Exception):
                     raise
             else:
                 for _, done in batch:
-                    if not done.done():
+                    if done is not None and not done.done():
                         done.set_result(None)
 
 
@@ -243,20 +251,21 @@ class InboundPipeline:
             async with engine.begin() as connection:
                 await repository.expire_claim(connection, key, owner, EPOCH)
             raise BusUnavailableError(str(error)) from error
-        try:
-            await self._finisher.submit((key, owner, outcome))
-        except Exception:
-            # The events are on the log: the answer is 2xx. The claim stays pending with
-            # its events, so a retry after the claim timeout re-publishes the same ids.
-            log.exception("marking a published claim done failed", tenant=tenant_id)
+        # The events are on the log: answer now and mark the claim done just after (a
+        # retry meanwhile waits for the mark). Were the process to die in between, the
+        # claim stays pending with its events and a retry re-publishes the same ids.
+        self._finisher.post((key, owner, outcome))
         return Accepted(outcome=outcome, duplicate=False)
 
     async def _publish_records(self, batches: list[list[KafkaRecord]]) -> None:
         await self._context().bus.publish([record for batch in batches for record in batch])
 
     async def _finish_claims(self, finished: list[Finish]) -> None:
-        async with self._context().store.engine.begin() as connection:
-            await repository.finish_claims(connection, finished)
+        try:
+            async with self._context().store.engine.begin() as connection:
+                await repository.finish_claims(connection, finished)
+        except Exception:
+            log.exception("marking published claims done failed", claims=len(finished))
 
     async def _decide_claimed(
         self,
