@@ -121,3 +121,8 @@ async def test_coalescer_flushes_concurrent_items_together_and_fails_only_their_
         await coalescer.submit(13)
     await coalescer.submit(14)  # the next flush is a new one
     assert flushed[-2:] == [[13], [14]]
+
+    coalescer.post(20)  # fire and forget (the done marks): flushed by the time it drained
+    coalescer.post(21)
+    await coalescer.drained()
+    assert flushed[-1] == [20, 21]

@@ -137,6 +137,9 @@ class IngestService(Service):
     def background(self) -> Sequence[Callable[[], Awaitable[None]]]:
         return desk_background(self)
 
+    async def on_stop(self) -> None:
+        await self.pipeline.drained()  # done marks written after the last answers
+
 
 def create_service(config: HubConfig, adapters: AdapterRegistry | None = None) -> IngestService:
     """The ingest service for `config` with the installed channel adapters (or `adapters`);

@@ -120,6 +120,13 @@ class Coalescer(Generic[T]):
         """Queue `item` without waiting for its flush (whose errors `flush` must handle)."""
         self._enqueue(item, None)
 
+    async def drained(self) -> None:
+        """Wait until every queued item was flushed (or failed)."""
+        while (draining := self._draining) is not None and not draining.done():
+            if draining.get_loop() is not asyncio.get_running_loop():
+                return  # a drain of an event loop that is gone: nothing left to wait for
+            await asyncio.wait([draining])
+
     def _enqueue(self, item: T, done: asyncio.Future[None] | None) -> None:
         loop = asyncio.get_running_loop()
         self._queue.append((item, done))
@@ -180,6 +187,11 @@ class InboundPipeline:
         self.poll_every = poll_every
         self._publisher: Coalescer[list[KafkaRecord]] = Coalescer(self._publish_records)
         self._finisher: Coalescer[Finish] = Coalescer(self._finish_claims)
+
+    async def drained(self) -> None:
+        """Wait for the publishes and done marks in flight (before the store closes)."""
+        await self._publisher.drained()
+        await self._finisher.drained()
 
     # --- the claim protocol -----------------------------------------------------------
 
