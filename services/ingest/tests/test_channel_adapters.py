@@ -39,6 +39,20 @@ class FaxAdapter(ChannelAdapter):
         return []
 
 
+class SloppyAdapter(FaxAdapter):
+    """Crashes on what it does not expect, as a careless adapter would."""
+
+    name = "sloppy"
+    required_secrets = ()
+
+    def verify(self, request: WebhookRequest, channel: AdapterChannel) -> None:
+        if request.header("x-crash") == "verify":
+            raise ValueError("bad base64")
+
+    def parse(self, request: WebhookRequest, channel: AdapterChannel) -> Sequence[Inbound]:
+        return [request.json()["missing"]]
+
+
 def config(channels: str) -> Any:
     return parse_config(f"tenants:\n  - id: acme\n    name: Acme\n    channels:\n{channels}", {})
 
@@ -79,8 +93,11 @@ async def test_adapter_routes_are_in_openapi_and_serve_only_their_channels(
     hub_config = config(
         "      - {id: fax-main, type: social, provider: fax, secrets: {fax_secret: s}}\n"
         "      - {id: dm-main, type: social, provider: messenger}\n"
+        "      - {id: sloppy-main, type: social, provider: sloppy}\n"
     )
-    registry = AdapterRegistry({**load_adapters().adapters, "fax": FaxAdapter()})
+    registry = AdapterRegistry(
+        {**load_adapters().adapters, "fax": FaxAdapter(), "sloppy": SloppyAdapter()}
+    )
     async with (
         backend_for("embedded", request, tmp_path) as backend,
         running_hub(backend, [create_service(hub_config, registry)], hub_config) as hub,
@@ -95,6 +112,13 @@ async def test_adapter_routes_are_in_openapi_and_serve_only_their_channels(
         refused = await hub.client.post("/v1/webhooks/fax/dm-main", content=b"ping")
         assert refused.status_code == 404
         assert refused.headers["content-type"].startswith("application/problem+json")
+        # An adapter that crashes on a caller's input refuses it (logged), never a 500.
+        crashed = await hub.client.post("/v1/webhooks/sloppy/sloppy-main", content=b"{}")
+        assert (crashed.status_code, crashed.json()["code"]) == (422, "adapter_failed")
+        crashed = await hub.client.post(
+            "/v1/webhooks/sloppy/sloppy-main", content=b"{}", headers={"X-Crash": "verify"}
+        )
+        assert (crashed.status_code, crashed.json()["code"]) == (403, "adapter_failed")
 
 
 async def test_coalescer_flushes_concurrent_items_together_and_fails_only_their_flush() -> None:

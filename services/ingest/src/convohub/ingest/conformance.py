@@ -229,6 +229,11 @@ class ChannelAdapterConformance:
         assert content_type.startswith("application/problem+json"), (
             f"{what}: the refusal is not application/problem+json ({content_type})"
         )
+        code = response.json().get("code") or response.json().get("type", "")
+        assert not str(code).endswith("adapter_failed"), (
+            f"{what}: the adapter raised an unexpected exception (ingest logged it); raise "
+            "SignatureMissing, SignatureInvalid, PayloadError or RequestRejected instead"
+        )
 
     # --- the tests ----------------------------------------------------------------------------
 

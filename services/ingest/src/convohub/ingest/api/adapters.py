@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -36,7 +37,13 @@ from convohub.ingest.sdk import (
 )
 from convohub.runtime.http import Problem
 
-__all__ = ["BUILT_IN_ROUTES", "adapter_routes"]
+__all__ = ["ADAPTER_FAILED", "BUILT_IN_ROUTES", "adapter_routes"]
+
+log = structlog.get_logger(__name__)
+
+ADAPTER_FAILED = "adapter_failed"
+"""Problem code when an adapter raised something other than the SDK's errors (a bug the
+conformance kit reports: raise `PayloadError` or `SignatureInvalid` instead)."""
 
 BUILT_IN_ROUTES = frozenset({"twilio", "twilio-voice", "whatsapp"})
 """Webhook path names served by the built-in routes, so no adapter may take them."""
@@ -79,11 +86,26 @@ def _endpoint(
         view = channel.for_adapter(edge.context().clock.now())
         try:
             adapter.verify(webhook, view)
+        except RequestRejected as error:
+            raise rejected_problem(error) from None
+        except Exception:
+            # An adapter that crashes on what a caller sent must not answer 500 (nor let
+            # the request through): the request is refused as unverifiable, the bug logged.
+            log.exception("channel adapter failed to verify", adapter=adapter.name)
+            raise Problem(
+                403, ADAPTER_FAILED, "the request could not be verified", adapter=adapter.name
+            ) from None
+        try:
             items = list(adapter.parse(webhook, view))
         except RequestRejected as error:
             raise rejected_problem(error) from None
         except PayloadError as error:
             raise payload_problem(error) from None
+        except Exception:
+            log.exception("channel adapter failed to parse", adapter=adapter.name)
+            raise Problem(
+                422, ADAPTER_FAILED, "the request's payload could not be read", adapter=adapter.name
+            ) from None
         receipts = []
         for item in items:
             accepted = await edge.run(_accept(edge, channel, adapter, item))
