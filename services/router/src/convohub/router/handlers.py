@@ -2,8 +2,8 @@
 
 Every write goes through `Workflow`: the projection for consumed events, the API for agent
 commands, the background loop for expiry, heartbeats and widening. A unit of work first takes
-the router lock (PostgreSQL), then changes state with conditional updates and emits the facts
-through the outbox in the same transaction.
+the router locks of the tenants it works for (PostgreSQL), then changes state with conditional
+updates and emits the facts through the outbox in the same transaction.
 """
 
 from __future__ import annotations
@@ -451,7 +451,9 @@ class Workflow:
                 continue
             agent = index.agents[decision.agent_id]
             if not await repo.reserve(connection, tenant_id, agent.id, item.channel.value):
-                continue  # another replica took the capacity first; the agent state is stale
+                # the stored load says full (state read before a lock was held): not this round
+                index.replace(replace(agent, load=agent.capacity))
+                continue
             if not await self._place(tenant_id, by_id[item.conversation_id], decision, config):
                 await repo.release(
                     connection, tenant_id, agent.id, item.channel.value, agent.idle_since
