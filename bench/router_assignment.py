@@ -1,7 +1,7 @@
 """Router assignment throughput and latency against raw SQL doing the same writes.
 
 Usage: uv run python bench/router_assignment.py [--agents 1000] [--conversations 10000]
-           [--batch 500] [--rate 10 25 50] [--seconds 10]
+           [--batch 500] [--rate 5 10 20] [--seconds 10]
 
 On SQLite (a temporary file), with `--agents` agents online (web chat capacity 12 each):
 
@@ -213,7 +213,7 @@ async def main() -> None:
         "--rate",
         type=float,
         nargs="+",
-        default=[10, 25, 50],
+        default=[5, 10, 20],
         help="arrivals per second of each steady-state phase, run one after the other",
     )
     parser.add_argument("--seconds", type=float, default=10)
