@@ -13,10 +13,13 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from convohub.cli.app import app
 from convohub.cli.sample import EXAMPLE
 from convohub.cli.simulate import plan_traffic, simulate
 from convohub.runtime.config import HubConfig, load_config, parse_config
@@ -164,3 +167,19 @@ def test_a_run_lands_in_the_read_model_and_gets_assigned_resolved_and_surveyed(h
             for entry in detail["timeline"]
         )
     assert received == summary.messages
+
+
+def test_the_command_names_a_wrong_config_and_an_unreachable_hub(tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(app, ["simulate", "--config", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2
+    assert "nope.yaml" in missing.output
+
+    config = tmp_path / "convohub.yaml"
+    config.write_text(example_config(), encoding="utf-8")
+    url = f"http://127.0.0.1:{free_port()}"
+    unreachable = runner.invoke(
+        app, ["simulate", "--config", str(config), "--url", url, "--duration", "5"]
+    )
+    assert unreachable.exit_code == 1
+    assert f"cannot reach the hub at {url}" in unreachable.output

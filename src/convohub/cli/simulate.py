@@ -1304,6 +1304,7 @@ async def simulate(
         timeout=httpx.Timeout(30.0, pool=None),  # a slow hub queues requests here, not fails
         limits=limits,
     ) as client:
+        (await client.get("/healthz")).raise_for_status()  # fail fast on a wrong --url
         hub = _Hub(client, stats)
         edge = _Edge(hub, base_url, chosen, run_id)
         run = _Simulation(
@@ -1456,8 +1457,8 @@ def simulate_command(
         except (KeyError, ValueError) as error:
             typer.echo(f"convohub simulate: {error}", err=True)
             raise typer.Exit(code=2) from None
-        except httpx.TransportError as error:
-            typer.echo(f"convohub simulate: cannot reach {url}: {error}", err=True)
+        except (httpx.TransportError, httpx.HTTPStatusError) as error:
+            typer.echo(f"convohub simulate: cannot reach the hub at {url}: {error}", err=True)
             raise typer.Exit(code=1) from None
     typer.echo("\n".join(summary.lines()))
     if summary.missing_messages or any(key.startswith("5") for key in summary.errors):
