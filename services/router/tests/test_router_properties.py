@@ -21,6 +21,7 @@ from convohub.contracts.events.agent import Presence, PresenceChangeReason
 from convohub.contracts.events.common import Channel
 from convohub.contracts.events.routing import OfferDeclineReason
 from convohub.router.adapters.tables import AGENT_CHANNELS, AGENTS, CONVERSATIONS, METADATA
+from convohub.router.domain import assignment
 from convohub.router.domain.config import RoutingConfig
 from convohub.router.handlers import CommandRefused, Workflow, run_command
 from convohub.runtime.store import ProjectionStore, create_engine, migrate_runtime
@@ -67,6 +68,9 @@ def routing(mode: str, strategy: str) -> RoutingConfig:
     )
 
 
+WHOLE_FLOOR_UP_TO = assignment.SHORTLIST_ABOVE
+
+
 class RoutingMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -95,6 +99,7 @@ class RoutingMachine(RuleBasedStateMachine):
             return None
 
     def teardown(self) -> None:
+        assignment.SHORTLIST_ABOVE = WHOLE_FLOOR_UP_TO
         self.run(self.store.engine.dispose())
         self.loop.close()
         self.folder.cleanup()
@@ -102,9 +107,12 @@ class RoutingMachine(RuleBasedStateMachine):
     @initialize(
         mode=st.sampled_from(["auto_accept", "offer"]),
         strategy=st.sampled_from(["least_busy", "longest_idle", "round_robin"]),
+        indexed=st.booleans(),
     )
-    def setup(self, mode: str, strategy: str) -> None:
+    def setup(self, mode: str, strategy: str, indexed: bool) -> None:
         self.configs["acme"] = routing(mode, strategy)
+        if indexed:  # decide through the agent index, as on floors of more than 64 agents
+            assignment.SHORTLIST_ABOVE = 0
         from convohub.router.adapters import repository as repo
 
         async def roster(work: Workflow) -> None:
