@@ -169,6 +169,8 @@ class PlannedConversation:
     transfer_to: str | None
     survey_answer: tuple[int, int] | None
     """CSAT (1-5) and NPS (0-10) the customer gives when surveyed; None: does not answer."""
+    survey_on_channel: bool = False
+    """Answer a survey asked in the conversation by replying there (else by its web link)."""
 
 
 @dataclass(frozen=True)
@@ -383,10 +385,11 @@ def plan_traffic(
         transfer_to = None
         if len(groups) > 1 and rng.random() < TRANSFER_SHARE:
             transfer_to = rng.choice(groups)
-        answer = None
+        answer, on_channel = None, False
         if rng.random() < SURVEY_ANSWER_SHARE:
             csat = rng.choices((1, 2, 3, 4, 5), weights=(5, 7, 15, 33, 40))[0]
             answer = (csat, max(0, min(10, csat * 2 + rng.randint(-2, 0))))
+            on_channel = rng.random() < 0.5
         conversations.append(
             PlannedConversation(
                 index=index,
@@ -401,6 +404,7 @@ def plan_traffic(
                 accept_delay=round(rng.uniform(0.1, 1.0), 2),
                 transfer_to=transfer_to,
                 survey_answer=answer,
+                survey_on_channel=on_channel,
             )
         )
     needed = max(rate, 0.1) * MEAN_HANDLE_SECONDS * 1.5
@@ -1153,6 +1157,10 @@ class _Simulation:
                 return
             tracked.resolved = True
             self.stats.resolved += 1
+            # The customer answers before the conversation closes: a reply in a closed
+            # conversation would start a new one instead of answering.
+            if planned.survey_answer is not None:
+                await self.answer_survey(tracked, conversation_id)
             await self.hub.request(
                 "POST",
                 f"/v1/conversations/{conversation_id}/close",
@@ -1161,11 +1169,14 @@ class _Simulation:
             )
         finally:
             self.closed_customers[customer.key].set()
-        if planned.survey_answer is not None:
-            await self.answer_survey(conversation_id, planned.survey_answer)
 
-    async def answer_survey(self, conversation_id: str, answer: tuple[int, int]) -> None:
-        """Answer the survey through its signed link, once the hub sent it within the run."""
+    async def answer_survey(self, tracked: _Tracked, conversation_id: str) -> None:
+        """Answer the survey once the hub sent it within the run: by replying in the
+        conversation's channel when it was asked there (and the plan says so), else through
+        its signed link."""
+        planned = tracked.planned
+        assert planned.survey_answer is not None
+        answer = planned.survey_answer
         if time.monotonic() + self.survey_delay > self.deadline:
             return  # it would be sent after the run
         pause = 1.0
@@ -1177,6 +1188,9 @@ class _Simulation:
             for item in listed.json()["items"] if listed is not None else []:
                 if item["status"] != "sent":
                     continue
+                if planned.survey_on_channel and item["delivery"] == "channel_message":
+                    await self.answer_on_channel(tracked, conversation_id, item)
+                    return
                 link = urlsplit(item["link"])
                 body: dict[str, Any] = {}
                 if "csat" in item["kinds"]:
@@ -1190,6 +1204,35 @@ class _Simulation:
                     self.stats.surveys_answered += 1
                 return
             pause = min(3.0, pause * 1.3)
+
+    async def answer_on_channel(
+        self, tracked: _Tracked, conversation_id: str, survey: dict[str, Any]
+    ) -> None:
+        """Reply "5 9" (or just the asked score) where the conversation last was; counted
+        once the feedback service shows the survey answered."""
+        planned = tracked.planned
+        assert planned.survey_answer is not None
+        csat, nps = planned.survey_answer
+        scores = [str(csat)] if "csat" in survey["kinds"] else []
+        scores += [str(nps)] if "nps" in survey["kinds"] else []
+        channel_id = (planned.follow_ups[-1] if planned.follow_ups else planned.first).channel_id
+        reply = PlannedMessage(channel_id, " ".join(scores), f"{planned.index}-survey")
+        sent = await self.edge.send(planned.customer, reply)
+        if sent is None:
+            return
+        self.stats.messages += 1
+        self.sent[sent.provider_id] = conversation_id
+        for _ in range(20):
+            await asyncio.sleep(0.5)
+            listed = await self.hub.request(
+                "GET", "/v1/surveys", params={"conversation_id": conversation_id}, headers=self.auth
+            )
+            items = listed.json()["items"] if listed is not None else []
+            if any(
+                i["survey_id"] == survey["survey_id"] and i["status"] == "answered" for i in items
+            ):
+                self.stats.surveys_answered += 1
+                return
 
     # -- after the run --
 
