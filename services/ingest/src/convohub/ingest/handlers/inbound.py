@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import structlog
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convohub.contracts import (
@@ -642,6 +642,15 @@ def _lifecycle_events(
     return events
 
 
+# Built once (building costs more CPU than executing); the common cases of a message.
+_START_CONVERSATION = CONVERSATIONS.insert()
+_TOUCH_CONVERSATION = (
+    update(CONVERSATIONS)
+    .where(CONVERSATIONS.c.conversation_id == bindparam("touched_conversation"))
+    .values(updated_at=bindparam("touched_at", type_=CONVERSATIONS.c.updated_at.type))
+)
+
+
 async def _record_placement(
     connection: AsyncConnection,
     tenant_id: str,
@@ -651,19 +660,26 @@ async def _record_placement(
 ) -> None:
     if placement.started:
         await connection.execute(
-            CONVERSATIONS.insert().values(
-                conversation_id=placement.conversation_id,
-                tenant_id=tenant_id,
-                customer_key=customer.key,
-                channel=customer.channel.value,
-                channel_id=customer.channel_id,
-                address=customer.address,
-                display_name=customer.display_name,
-                status=ConversationStatus.OPEN.value,
-                survey_pending=False,
-                started_at=now,
-                updated_at=now,
-            )
+            _START_CONVERSATION,
+            {
+                "conversation_id": placement.conversation_id,
+                "tenant_id": tenant_id,
+                "customer_key": customer.key,
+                "channel": customer.channel.value,
+                "channel_id": customer.channel_id,
+                "address": customer.address,
+                "display_name": customer.display_name,
+                "status": ConversationStatus.OPEN.value,
+                "survey_pending": False,
+                "started_at": now,
+                "updated_at": now,
+            },
+        )
+        return
+    if not placement.reopened and placement.switched_from is None:
+        await connection.execute(
+            _TOUCH_CONVERSATION,
+            {"touched_conversation": placement.conversation_id, "touched_at": now},
         )
         return
     values: dict[str, Any] = {"updated_at": now}
