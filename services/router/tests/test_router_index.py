@@ -1,17 +1,21 @@
 """The agent index of a dispatch round (large rosters) chooses exactly the agent that
-`choose_agent` over the whole roster chooses, also after placements; and the script-based
-language guess of classification."""
+`choose_agent` over the whole roster chooses, also after placements; a round's writes are
+refused when they would break capacity or single assignment; and the script-based language
+guess of classification."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convohub.contracts.events.common import AgentTier, Channel, Priority
+from convohub.router.adapters import repository as repo
+from convohub.router.adapters.tables import METADATA
 from convohub.router.domain.assignment import (
     SHORTLIST_ABOVE,
     AgentIndex,
@@ -21,6 +25,7 @@ from convohub.router.domain.assignment import (
 )
 from convohub.router.domain.classification import Contact, classify, detected_language
 from convohub.router.domain.config import RoutingConfig
+from convohub.runtime.store import ProjectionStore, create_engine, migrate_runtime
 
 NOW = datetime(2026, 1, 5, 9, tzinfo=UTC)
 GROUPS = ("sales", "support", "complaints")
@@ -185,3 +190,62 @@ def test_classification_carries_the_language_with_chinese_and_english_keyword_ru
         "en",
     )
     assert (neither.skill_group, neither.rule_id, neither.language) == ("support", "default", "zh")
+
+
+async def test_a_round_whose_writes_would_break_capacity_or_requeue_is_refused(
+    tmp_path: Path,
+) -> None:
+    store = ProjectionStore(create_engine(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"))
+    await migrate_runtime(store.engine)
+    async with store.engine.begin() as connection:
+        await connection.run_sync(METADATA.create_all)
+        await repo.upsert_agent(
+            connection,
+            "acme",
+            "a1",
+            name="a1",
+            tier=AgentTier.MID,
+            skills={"support": 3},
+            capacity_total=5,
+            per_channel={"web_chat": 1},
+            now=NOW,
+        )
+        for conversation, state in (("c1", "queued"), ("c2", "queued"), ("c3", "closed")):
+            await repo.insert_conversation(
+                connection,
+                conversation_id=conversation,
+                tenant_id="acme",
+                channel="web_chat",
+                state=state,
+            )
+    try:
+        # two web chats for an agent with room for one (a stale view of the load)
+        plan = repo.Placements("acme")
+        for conversation in ("c1", "c2"):
+            plan.reserve("a1", "web_chat")
+            plan.assign(conversation, "a1", 1, {"summary": "test"})
+        async with store.engine.connect() as connection:
+            with pytest.raises(repo.PlacementConflict, match="above capacity"):
+                await plan.write(connection)
+        # a conversation that is no longer queued
+        plan = repo.Placements("acme")
+        plan.reserve("a1", "web_chat")
+        plan.assign("c3", "a1", 1, {"summary": "test"})
+        async with store.engine.connect() as connection:
+            with pytest.raises(repo.PlacementConflict, match="no longer queued"):
+                await plan.write(connection)
+        # a fitting round is written
+        plan = repo.Placements("acme")
+        plan.reserve("a1", "web_chat")
+        plan.assign("c1", "a1", 1, {"summary": "test"})
+        async with store.engine.begin() as connection:
+            await plan.write(connection)
+            row = await repo.conversation(connection, "c1")
+            assert (row.state, row.agent_id, row.explanation) == (
+                "assigned",
+                "a1",
+                {"summary": "test"},
+            )
+            assert (await repo.agent_row(connection, "acme", "a1")).load == 1
+    finally:
+        await store.engine.dispose()

@@ -426,6 +426,7 @@ class Workflow:
             whole_floor_up_to=SHORTLIST_ABOVE,
         )
         index = AgentIndex(config, agents)
+        plan = repo.Placements(tenant_id)
         by_id = {row.conversation_id: row for row in rows}
         placed: set[str] = set()
         round_robin: dict[str, str | None] = {}
@@ -450,20 +451,13 @@ class Workflow:
             if decision.agent_id is None:
                 continue
             agent = index.agents[decision.agent_id]
-            if not await repo.reserve(connection, tenant_id, agent.id, item.channel.value):
-                # the stored load says full (state read before a lock was held): not this round
-                index.replace(replace(agent, load=agent.capacity))
-                continue
-            if not await self._place(tenant_id, by_id[item.conversation_id], decision, config):
-                await repo.release(
-                    connection, tenant_id, agent.id, item.channel.value, agent.idle_since
-                )
-                continue
+            channel = item.channel.value
+            self._place(tenant_id, by_id[item.conversation_id], decision, config, plan)
+            plan.reserve(agent.id, channel)
             placed.add(item.conversation_id)
             round_robin[item.skill_group] = agent.id
             if config.strategy is Strategy.ROUND_ROBIN:
-                await repo.set_round_robin_last(connection, tenant_id, item.skill_group, agent.id)
-            channel = item.channel.value
+                plan.round_robin[item.skill_group] = agent.id
             index.replace(
                 replace(
                     agent,
@@ -475,6 +469,10 @@ class Workflow:
                     idle_since=self.now,
                 )
             )
+        # The round's decisions were taken on state read under the tenant's lock; they are
+        # written together, and `write` refuses (rolling the transaction back) if any would
+        # take a load above its capacity or find a conversation no longer queued.
+        await plan.write(connection)
         await self._publish_positions(
             tenant_id,
             [w for w in waiting if w.conversation_id not in placed],
@@ -484,12 +482,19 @@ class Workflow:
         )
         return len(placed)
 
-    async def _place(
-        self, tenant_id: str, row: Any, decision: Decision, config: RoutingConfig
-    ) -> bool:
+    def _place(
+        self,
+        tenant_id: str,
+        row: Any,
+        decision: Decision,
+        config: RoutingConfig,
+        plan: repo.Placements,
+    ) -> None:
+        """Offer or assign `row` as decided: the writes go into `plan`, the events out."""
         explanation = _explanation(decision)
         agent_id = decision.agent_id
         assert agent_id is not None
+        stored = {**explanation.model_dump(mode="json"), "strategy": decision.strategy.value}
         if config.offer_mode is OfferMode.OFFER:
             offer_id = (
                 f"offer-{uuid4().hex[:16]}"
@@ -497,22 +502,7 @@ class Workflow:
                 else f"offer-{self.cause.id[:8]}-{row.conversation_id[-24:]}-{row.attempts + 1}"
             )
             expires = self.now + timedelta(seconds=config.offer_expiry_seconds)
-            if not await repo.claim(
-                self.connection,
-                row.conversation_id,
-                ["queued"],
-                state="offered",
-                agent_id=agent_id,
-                offer_id=offer_id,
-                offer_expires_at=expires,
-                attempts=row.attempts + 1,
-                explanation={
-                    **explanation.model_dump(mode="json"),
-                    "strategy": decision.strategy.value,
-                },
-                last_position=None,
-            ):
-                return False
+            plan.offer(row.conversation_id, agent_id, row.attempts + 1, stored, offer_id, expires)
             self.emit(
                 tenant_id,
                 ConversationOffered(
@@ -526,23 +516,11 @@ class Workflow:
                 ),
                 row.conversation_id,
             )
-            return True
-        if not await repo.claim(
-            self.connection,
-            row.conversation_id,
-            ["queued"],
-            state="assigned",
-            agent_id=agent_id,
-            attempts=row.attempts + 1,
-            last_position=None,
-            explanation={
-                **explanation.model_dump(mode="json"),
-                "strategy": decision.strategy.value,
-            },
-        ):
-            return False
-        await self._assigned(tenant_id, row, agent_id, decision.strategy, explanation, None)
-        return True
+            return
+        plan.assign(row.conversation_id, agent_id, row.attempts + 1, stored)
+        if row.customer_key:
+            plan.customers[row.customer_key] = (agent_id, self.now)
+        self._emit_assigned(tenant_id, row, agent_id, decision.strategy, explanation, None)
 
     async def _assigned(
         self,
@@ -561,6 +539,17 @@ class Workflow:
                 last_agent_id=agent_id,
                 last_assigned_at=self.now,
             )
+        self._emit_assigned(tenant_id, row, agent_id, strategy, explanation, offer_id)
+
+    def _emit_assigned(
+        self,
+        tenant_id: str,
+        row: Any,
+        agent_id: str,
+        strategy: AssignmentStrategy,
+        explanation: AssignmentExplanation,
+        offer_id: str | None,
+    ) -> None:
         self.emit(
             tenant_id,
             ConversationAssigned(

@@ -11,11 +11,13 @@ never interleave (and never deadlock), while different tenants' rounds run in pa
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -339,6 +341,173 @@ async def _release_channel(
         )
         .values(load=AGENT_CHANNELS.c.load - 1)
     )
+
+
+class PlacementConflict(RuntimeError):
+    """A dispatch round's writes would break capacity or single assignment (its view of the
+    state was stale); the transaction must roll back and the batch be retried."""
+
+
+@dataclass
+class Placements:
+    """One dispatch round's decisions, written together by `write`: capacity per channel and
+    in total, the conversations' new states, the customers' last agents, the round-robin
+    cursors. A handful of statements per round instead of four or five per decision."""
+
+    tenant_id: str
+    channel_loads: Counter[tuple[str, str]] = field(default_factory=Counter)
+    offers: list[dict[str, Any]] = field(default_factory=list)
+    assignments: list[dict[str, Any]] = field(default_factory=list)
+    customers: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    round_robin: dict[str, str] = field(default_factory=dict)
+
+    def reserve(self, agent_id: str, channel: str) -> None:
+        self.channel_loads[(agent_id, channel)] += 1
+
+    def assign(self, conversation_id: str, agent_id: str, attempts: int, explanation: Any) -> None:
+        self.assignments.append(
+            {
+                "b_id": conversation_id,
+                "b_agent": agent_id,
+                "b_attempts": attempts,
+                "b_explanation": explanation,
+            }
+        )
+
+    def offer(
+        self,
+        conversation_id: str,
+        agent_id: str,
+        attempts: int,
+        explanation: Any,
+        offer_id: str,
+        expires_at: datetime,
+    ) -> None:
+        self.offers.append(
+            {
+                "b_id": conversation_id,
+                "b_agent": agent_id,
+                "b_attempts": attempts,
+                "b_explanation": explanation,
+                "b_offer": offer_id,
+                "b_expires": expires_at,
+            }
+        )
+
+    async def write(self, connection: AsyncConnection) -> None:
+        """Write the round; PlacementConflict (nothing of it must commit) if a load would
+        exceed its capacity or a conversation was no longer queued."""
+        if not self.channel_loads:
+            return
+        tenant = self.tenant_id
+        totals: Counter[str] = Counter()
+        for (agent_id, _), count in self.channel_loads.items():
+            totals[agent_id] += count
+        await connection.execute(
+            update(AGENT_CHANNELS)
+            .where(
+                AGENT_CHANNELS.c.tenant_id == tenant,
+                AGENT_CHANNELS.c.agent_id == bindparam("b_agent"),
+                AGENT_CHANNELS.c.channel == bindparam("b_channel"),
+            )
+            .values(load=AGENT_CHANNELS.c.load + bindparam("b_count")),
+            [
+                {"b_agent": agent_id, "b_channel": channel, "b_count": count}
+                for (agent_id, channel), count in self.channel_loads.items()
+            ],
+        )
+        await connection.execute(
+            update(AGENTS)
+            .where(AGENTS.c.tenant_id == tenant, AGENTS.c.agent_id == bindparam("b_agent"))
+            .values(load=AGENTS.c.load + bindparam("b_count")),
+            [{"b_agent": agent_id, "b_count": count} for agent_id, count in totals.items()],
+        )
+        agents = sorted(totals)
+        over = await connection.scalar(
+            select(func.count())
+            .select_from(AGENT_CHANNELS)
+            .where(
+                AGENT_CHANNELS.c.tenant_id == tenant,
+                AGENT_CHANNELS.c.agent_id.in_(agents),
+                AGENT_CHANNELS.c.load > AGENT_CHANNELS.c.capacity,
+            )
+        ) + await connection.scalar(
+            select(func.count())
+            .select_from(AGENTS)
+            .where(
+                AGENTS.c.tenant_id == tenant,
+                AGENTS.c.agent_id.in_(agents),
+                AGENTS.c.load > AGENTS.c.capacity,
+            )
+        )
+        if over:
+            raise PlacementConflict(f"{over} agent load(s) of tenant {tenant} above capacity")
+        queued = (CONVERSATIONS.c.conversation_id == bindparam("b_id")) & (
+            CONVERSATIONS.c.state == "queued"
+        )
+        if self.assignments:
+            await connection.execute(
+                update(CONVERSATIONS)
+                .where(queued)
+                .values(
+                    state="assigned",
+                    agent_id=bindparam("b_agent"),
+                    attempts=bindparam("b_attempts"),
+                    explanation=bindparam("b_explanation", type_=CONVERSATIONS.c.explanation.type),
+                    last_position=None,
+                ),
+                self.assignments,
+            )
+        if self.offers:
+            await connection.execute(
+                update(CONVERSATIONS)
+                .where(queued)
+                .values(
+                    state="offered",
+                    agent_id=bindparam("b_agent"),
+                    attempts=bindparam("b_attempts"),
+                    explanation=bindparam("b_explanation", type_=CONVERSATIONS.c.explanation.type),
+                    offer_id=bindparam("b_offer"),
+                    offer_expires_at=bindparam(
+                        "b_expires", type_=CONVERSATIONS.c.offer_expires_at.type
+                    ),
+                    last_position=None,
+                ),
+                self.offers,
+            )
+        ids = [row["b_id"] for row in (*self.assignments, *self.offers)]
+        moved = await connection.scalar(
+            select(func.count())
+            .select_from(CONVERSATIONS)
+            .where(
+                CONVERSATIONS.c.conversation_id.in_(ids),
+                CONVERSATIONS.c.state.in_(["assigned", "offered"]),
+            )
+        )
+        if moved != len(ids):
+            raise PlacementConflict(f"{len(ids) - moved} conversation(s) no longer queued")
+        if self.customers:
+            statement = _insert(connection, CUSTOMERS).values(
+                tenant_id=tenant,
+                customer_key=bindparam("b_key"),
+                last_agent_id=bindparam("b_agent"),
+                last_assigned_at=bindparam("b_at", type_=CUSTOMERS.c.last_assigned_at.type),
+            )
+            await connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[CUSTOMERS.c.tenant_id, CUSTOMERS.c.customer_key],
+                    set_={
+                        "last_agent_id": statement.excluded.last_agent_id,
+                        "last_assigned_at": statement.excluded.last_assigned_at,
+                    },
+                ),
+                [
+                    {"b_key": key, "b_agent": agent_id, "b_at": at}
+                    for key, (agent_id, at) in self.customers.items()
+                ],
+            )
+        for group, agent_id in self.round_robin.items():
+            await set_round_robin_last(connection, tenant, group, agent_id)
 
 
 # --- conversations --------------------------------------------------------------------------
