@@ -1,11 +1,13 @@
 """SQL over the router's tables, inside the caller's transaction.
 
-`reserve` is the capacity arbiter: two conditional updates (`load < capacity`), which
-PostgreSQL re-checks after any concurrent writer commits and SQLite runs under its write
-lock; `claim` moves a conversation from one state to the next only if it is still in the
-expected state. Every write transaction also takes the advisory lock of each tenant it
-works for first on PostgreSQL (in tenant id order), so replicas' dispatch rounds for one tenant
-never interleave (and never deadlock), while different tenants' rounds run in parallel.
+Capacity is arbitrated in the database: `reserve` (a transfer to a named agent) is two
+conditional updates (`load < capacity`); a dispatch round's `Placements` add its loads and
+then refuse the whole round if any load of its agents is above capacity, so no such state is
+ever committed. `claim` (and `Placements` for the round's conversations) moves a conversation
+from one state to the next only if it is still in the expected state. Every write transaction
+also takes the advisory lock of each tenant it works for first on PostgreSQL (in tenant id
+order), so replicas' dispatch rounds for one tenant never interleave (and never deadlock),
+while different tenants' rounds run in parallel.
 """
 
 from __future__ import annotations
