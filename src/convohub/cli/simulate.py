@@ -272,11 +272,13 @@ def _customer(rng: random.Random, index: int, channels: _Channels) -> PlannedCus
         identity = "phone"
     elif not kinds & PHONE_CHANNELS:
         identity = "email"
+    # Drawn from the seed, so another seed brings other customers to the same hub.
     phone = email = None
     if identity == "phone":
-        phone = f"+86139{index % 10**8:08d}" if language == "zh" else f"+1415555{index % 10**4:04d}"
+        number = rng.randrange(10**7)
+        phone = f"+861390{number:07d}" if language == "zh" else f"+1415{number:07d}"
     else:
-        email = f"sim.customer{index}@example.{'cn' if language == 'zh' else 'com'}"
+        email = f"sim.{rng.randrange(16**8):08x}@example.{'cn' if language == 'zh' else 'com'}"
     return PlannedCustomer(
         key=f"sim-{index:05d}",
         name=name,
@@ -875,6 +877,10 @@ class _Simulation:
         self.vip_marked: set[str] = set()
         self.closed_customers: dict[str, asyncio.Event] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        # First messages in flight when the run ends are let finish, so a conversation the
+        # hub started is always one the summary counts.
+        self.first_sends = 0
+        self.stopping = False
         # Waiting conversations share a few polling slots: when the hub slows down, the
         # simulator's own polling slows with it instead of piling on.
         self.polls = asyncio.Semaphore(POLLING_SLOTS)
@@ -950,8 +956,15 @@ class _Simulation:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(previous.wait(), timeout=30)
         self.closed_customers[customer.key] = asyncio.Event()
+        if self.stopping:  # the run is over: this customer never writes
+            self.closed_customers[customer.key].set()
+            return
         tracked = _Tracked(planned, first_sent_at=time.time())
-        sent = await self.edge.send(customer, planned.first)
+        self.first_sends += 1
+        try:
+            sent = await self.edge.send(customer, planned.first)
+        finally:
+            self.first_sends -= 1
         if sent is None:
             self.closed_customers[customer.key].set()
             return
@@ -1390,6 +1403,10 @@ async def simulate(
             stats.phase = "draining"
             while run.tasks and time.monotonic() < run.deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
+            run.stopping = True
+            last_call = time.monotonic() + 30
+            while run.first_sends and time.monotonic() < last_call:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
             for task in list(run.tasks):
                 task.cancel()
             await asyncio.gather(*run.tasks, return_exceptions=True)
