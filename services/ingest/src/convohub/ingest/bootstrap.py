@@ -135,7 +135,7 @@ class IngestService(Service):
         return [ConversationStateProjection(), *desk_projections()]
 
     def background(self) -> Sequence[Callable[[], Awaitable[None]]]:
-        return desk_background(self)
+        return desk_background(self, adapters=self.adapters, channel_settings=self.channel_settings)
 
     async def on_stop(self) -> None:
         await self.pipeline.drained()  # done marks written after the last answers

@@ -61,6 +61,8 @@ from convohub.ingest.domain.settings import ChannelSettings
 if TYPE_CHECKING:
     import httpx
 
+    from convohub.runtime.config import ChannelConfig
+
 __all__ = [
     "ENTRY_POINT_GROUP",
     "AdapterChannel",
@@ -87,6 +89,7 @@ __all__ = [
     "StatusKind",
     "WebhookReply",
     "WebhookRequest",
+    "adapter_channel",
     "email_key",
     "external_key",
     "load_adapters",
@@ -214,6 +217,22 @@ class AdapterChannel:
                 status=403,
                 code="channel_not_configured",
             ) from None
+
+
+def adapter_channel(
+    tenant_id: str, config: ChannelConfig, settings: ChannelSettings, now: datetime
+) -> AdapterChannel:
+    """A configured channel as its adapter sees it (for `verify`, `parse` and `send`)."""
+    return AdapterChannel(
+        tenant_id=tenant_id,
+        channel_id=config.id,
+        type=config.type,
+        provider=config.provider,
+        settings=settings,
+        options=dict(config.settings),
+        secrets={name: value.get_secret_value() for name, value in config.secrets.items()},
+        now=now,
+    )
 
 
 @dataclass(frozen=True)

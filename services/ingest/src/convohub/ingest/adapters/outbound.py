@@ -229,6 +229,11 @@ async def send_message(
         return _smtp_failure(error)
 
 
+def sends_natively(channel: ChannelConfig) -> bool:
+    """Whether ingest itself sends on this channel; others need a channel adapter's `send`."""
+    return channel.type.value in ("web_chat", "api", "sms", "whatsapp", "email")
+
+
 async def _send(
     client: httpx.AsyncClient, channel: ChannelConfig, delivery: dict[str, Any]
 ) -> DeliveryOutcome:

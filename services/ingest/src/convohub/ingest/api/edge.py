@@ -21,7 +21,13 @@ from convohub.ingest.handlers.inbound import (
     ClaimBusyError,
     InboundPipeline,
 )
-from convohub.ingest.sdk import AdapterChannel, AdapterRegistry, RequestRejected, WebhookRequest
+from convohub.ingest.sdk import (
+    AdapterChannel,
+    AdapterRegistry,
+    RequestRejected,
+    WebhookRequest,
+    adapter_channel,
+)
 from convohub.runtime.config import ChannelConfig, HubConfig, Tenant
 from convohub.runtime.http import Problem
 from convohub.runtime.service import ServiceContext
@@ -50,16 +56,7 @@ class EdgeChannel:
 
     def for_adapter(self, now: Any) -> AdapterChannel:
         """The channel as a channel adapter (`convohub.ingest.sdk`) sees it."""
-        return AdapterChannel(
-            tenant_id=self.tenant.id,
-            channel_id=self.id,
-            type=self.config.type,
-            provider=self.config.provider,
-            settings=self.settings,
-            options=dict(self.config.settings),
-            secrets={name: value.get_secret_value() for name, value in self.config.secrets.items()},
-            now=now,
-        )
+        return adapter_channel(self.tenant.id, self.config, self.settings, now)
 
 
 @dataclass

@@ -12,7 +12,7 @@ try again, false once it gives up).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -21,7 +21,7 @@ from sqlalchemy import MetaData, select
 
 from convohub.contracts import Envelope, caused_by
 from convohub.contracts.catalogue import envelope_class, payload_class
-from convohub.contracts.events.common import Participant, ParticipantKind
+from convohub.contracts.events.common import Attachment, Participant, ParticipantKind
 from convohub.contracts.events.conversation import (
     DeliveryState,
     MessageDelivered,
@@ -40,9 +40,18 @@ from convohub.ingest.adapters.outbound import (
     purge_outbound_for,
     retry_policy_of,
     send_message,
+    sends_natively,
 )
 from convohub.ingest.domain.desk import DeliveryOutcome
+from convohub.ingest.domain.settings import ChannelSettings
 from convohub.ingest.handlers.readmodel import DeskReadModel
+from convohub.ingest.sdk import (
+    AdapterChannel,
+    AdapterRegistry,
+    ChannelAdapter,
+    OutboundMessage,
+    adapter_channel,
+)
 from convohub.runtime.config import ChannelConfig, HubConfig
 from convohub.runtime.projection import ConsumedEvent, Projection
 from convohub.runtime.store import UnitOfWork
@@ -334,6 +343,26 @@ def _channel_of(config: HubConfig, tenant_id: str, channel_id: str) -> ChannelCo
         return None
 
 
+async def send_with_adapter(
+    client: httpx.AsyncClient, adapter: ChannelAdapter, channel: AdapterChannel, row: dict[str, Any]
+) -> DeliveryOutcome:
+    """Send one queued message through a channel adapter's `send`; never raises (an
+    adapter that does is logged and the attempt counts as a retryable failure)."""
+    content = row.get("content") or {}
+    message = OutboundMessage(
+        message_id=row["message_id"],
+        conversation_id=row["conversation_id"],
+        recipient_address=row["recipient"]["address"],
+        text=content.get("text"),
+        attachments=tuple(Attachment.model_validate(a) for a in content.get("attachments", [])),
+    )
+    try:
+        return await adapter.send(client, channel, message)
+    except Exception as error:
+        log.exception("adapter send failed", adapter=adapter.name, channel=channel.channel_id)
+        return DeliveryOutcome.failed("adapter_failed", type(error).__name__, retryable=True)
+
+
 class DeliveryWorker:
     """Claims due deliveries, sends them and records the outcome, until cancelled."""
 
@@ -341,11 +370,15 @@ class DeliveryWorker:
         self,
         context_of: Callable[[], ServiceContext],
         *,
+        adapters: AdapterRegistry | None = None,
+        channel_settings: Mapping[tuple[str, str], ChannelSettings] | None = None,
         poll_seconds: float = 0.2,
         batch: int = 20,
         timeout_seconds: float = 10.0,
     ) -> None:
         self.context_of = context_of
+        self.adapters = adapters or AdapterRegistry({})
+        self.channel_settings = channel_settings or {}
         self.poll_seconds = poll_seconds
         self.batch = batch
         self.timeout_seconds = timeout_seconds
@@ -383,7 +416,22 @@ class DeliveryWorker:
                 f"no channel {row['channel_id']!r} is configured",
                 retryable=False,
             )
-        return await send_message(client, channel, row)
+        adapter = None
+        if not sends_natively(channel):
+            adapter = self.adapters.for_channel(channel.type, channel.provider)
+        if adapter is None:
+            return await send_message(client, channel, row)
+        return await send_with_adapter(
+            client,
+            adapter,
+            adapter_channel(
+                row["tenant_id"],
+                channel,
+                self.channel_settings.get((row["tenant_id"], channel.id), ChannelSettings()),
+                context.clock.now(),
+            ),
+            row,
+        )
 
     async def _record(
         self, context: ServiceContext, row: dict[str, Any], outcome: DeliveryOutcome
@@ -480,7 +528,14 @@ def desk_projections() -> list[Projection]:
     return [DeskReadModel(), OutboundIntake()]
 
 
-def desk_background(service: Service) -> list[Callable[[], Awaitable[None]]]:
+def desk_background(
+    service: Service,
+    *,
+    adapters: AdapterRegistry | None = None,
+    channel_settings: Mapping[tuple[str, str], ChannelSettings] | None = None,
+) -> list[Callable[[], Awaitable[None]]]:
     """The desk's background loops: the outbound delivery worker."""
-    worker = DeliveryWorker(lambda: service.context)
+    worker = DeliveryWorker(
+        lambda: service.context, adapters=adapters, channel_settings=channel_settings
+    )
     return [worker.run]
