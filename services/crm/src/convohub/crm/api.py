@@ -153,7 +153,7 @@ def build_router(
         }
 
     async def load_view(principal: Principal, customer_id: str) -> dict[str, Any]:
-        async with context().store.engine.connect() as connection:
+        async with context().store.reader.connect() as connection:
             repository = CustomerRepository(connection, principal.tenant_id)
             book = await repository.load(tenant_settings(principal), [customer_id])
             try:
@@ -181,7 +181,7 @@ def build_router(
                 candidates.append(normalise(each, identifier, tenant.default_region))
             except InvalidIdentifierError:
                 continue
-        async with context().store.engine.connect() as connection:
+        async with context().store.reader.connect() as connection:
             repository = CustomerRepository(connection, principal.tenant_id)
             owners = await repository.owners(candidates)
             for candidate in candidates:
@@ -197,7 +197,7 @@ def build_router(
     @router.get("/merge-proposals")
     async def proposals(principal: Supervisor) -> dict[str, Any]:
         """Open near-match proposals waiting for a supervisor."""
-        async with context().store.engine.connect() as connection:
+        async with context().store.reader.connect() as connection:
             rows = await CustomerRepository(connection, principal.tenant_id).open_proposals()
         return {
             "proposals": [
@@ -352,7 +352,7 @@ def build_router(
         """Conversations and messages across channels, oldest first, `limit` at a time;
         pass `next_cursor` back as `cursor` for the next page."""
         after = _decode_cursor(cursor) if cursor else None
-        async with context().store.engine.connect() as connection:
+        async with context().store.reader.connect() as connection:
             repository = CustomerRepository(connection, principal.tenant_id)
             book = await repository.load(
                 tenant_settings(principal), [customer_id], with_family=True

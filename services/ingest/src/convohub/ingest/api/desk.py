@@ -299,7 +299,7 @@ def desk_router(service: Service) -> APIRouter:
                     errors=[{"field": "query.assignee", "message": "the key acts as no agent"}],
                 )
             assignee = principal.agent_id
-        async with service.context.store.engine.connect() as connection:
+        async with service.context.store.reader.connect() as connection:
             rows = await list_conversations(
                 connection,
                 principal.tenant_id,
@@ -323,7 +323,7 @@ def desk_router(service: Service) -> APIRouter:
 
     @router.get("/v1/conversations/{conversation_id}", response_model=ConversationOut)
     async def get(conversation_id: str, principal: AnyRole) -> dict[str, Any]:
-        async with service.context.store.engine.connect() as connection:
+        async with service.context.store.reader.connect() as connection:
             row = await load_conversation(connection, principal.tenant_id, conversation_id)
             if not _visible(row, principal):
                 raise _not_found(conversation_id)
@@ -414,7 +414,7 @@ def desk_router(service: Service) -> APIRouter:
                 pass
             else:
                 return JSONResponse(answer, status_code=202)
-        async with context.store.engine.connect() as connection:
+        async with context.store.reader.connect() as connection:
             replayed = await _replay(connection, tenant_id, idempotency_key or "", fingerprint)
         if replayed is None:
             raise Problem(409, "conflict", "a concurrent command changed the conversation; retry")

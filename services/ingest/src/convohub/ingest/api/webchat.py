@@ -114,7 +114,7 @@ def webchat_router(edge: ChannelEdge) -> APIRouter:
     async def session_of(channel: EdgeChannel, token: str | None) -> Any:
         if not token:
             raise Problem(401, "unauthenticated", f"the {SESSION_HEADER} is required")
-        async with edge.context().store.engine.connect() as connection:
+        async with edge.context().store.reader.connect() as connection:
             row = (
                 await connection.execute(
                     select(WEBCHAT_SESSIONS).where(WEBCHAT_SESSIONS.c.token_hash == _hash(token))
@@ -273,7 +273,7 @@ def webchat_router(edge: ChannelEdge) -> APIRouter:
             deadline = loop.time() + wait
             yield b"retry: 2000\n\n"
             while True:
-                async with edge.context().store.engine.connect() as connection:
+                async with edge.context().store.reader.connect() as connection:
                     rows = (
                         await connection.execute(
                             select(WEBCHAT_REPLIES)

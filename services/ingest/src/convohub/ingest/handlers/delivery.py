@@ -393,7 +393,7 @@ class DeliveryWorker:
     async def run_once(self, client: httpx.AsyncClient) -> int:
         """One round: claim, send concurrently, record; returns how many were handled."""
         context = self.context_of()
-        async with context.store.engine.connect() as connection:
+        async with context.store.reader.connect() as connection:
             if not await any_due(connection, context.clock.now()):
                 return 0
         async with context.store.unit_of_work() as uow:
