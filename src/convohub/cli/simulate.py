@@ -568,6 +568,7 @@ class _Hub:
             "customers": asyncio.Semaphore(CUSTOMER_CONNECTIONS),
             "agents": asyncio.Semaphore(AGENT_CONNECTIONS),
         }
+        self.customers_stopped = False  # the run is over: queued customer requests are dropped
 
     async def request(
         self,
@@ -580,9 +581,11 @@ class _Hub:
     ) -> httpx.Response | None:
         """The response when 2xx or in `ok`; otherwise None, counted under its status."""
         for attempt in range(6):
-            self.stats.requests += 1
             try:
                 async with self.lanes[lane]:
+                    if lane == "customers" and self.customers_stopped:
+                        return None
+                    self.stats.requests += 1
                     response = await self.client.request(method, path, **kwargs)
             except httpx.TransportError as error:
                 if attempt < 2:
@@ -1404,6 +1407,7 @@ async def simulate(
             while run.tasks and time.monotonic() < run.deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
             run.stopping = True
+            hub.customers_stopped = True
             last_call = time.monotonic() + 30
             while run.first_sends and time.monotonic() < last_call:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
