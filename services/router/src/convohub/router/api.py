@@ -82,7 +82,7 @@ def build_routes(
             raise _refused(error) from None
 
     async def read(query: Callable[[Any], Any]) -> Any:
-        async with context().store.engine.connect() as connection:
+        async with context().store.reader.connect() as connection:
             return await query(connection)
 
     @router.get("/v1/agents")

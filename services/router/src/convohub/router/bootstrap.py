@@ -74,7 +74,7 @@ class RouterService(Service):
 
     async def refresh_metrics(self, metrics: RuntimeMetrics) -> None:
         """Queue lengths and longest waits per skill group, agents per presence."""
-        async with self.context.store.engine.connect() as connection:
+        async with self.context.store.reader.connect() as connection:
             gauges = await read_gauges(connection, self.context.clock.now())
         queue = metrics.gauge(
             "router_queue_length",
