@@ -60,8 +60,10 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium: Path) -> Iterator[Browser]:
+    # Package scope, not session: Playwright's sync API runs an event loop on this thread
+    # while it is open, and the asyncio tests that come after these need the thread free.
     with sync_playwright() as playwright:
         # Chromium's sandbox needs user namespaces that a root CI container rarely has.
         args = ["--no-sandbox"] if os.geteuid() == 0 else []
