@@ -387,6 +387,31 @@ async def test_sqlite_writers_take_the_write_lock_at_begin(store: ProjectionStor
     assert await demo_counts(store.engine) == {"closed": 8}
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+async def test_sqlite_writers_of_one_process_take_turns_in_the_order_they_asked(
+    store: ProjectionStore,
+) -> None:
+    """Writers queue on the store's turn rather than in SQLite's busy handler, whose
+    sleep-and-retry lets a late writer overtake one that has waited longer."""
+    order: list[int] = []
+    holder = store.unit_of_work()
+    await holder.__aenter__()
+
+    async def write(n: int) -> None:
+        async with store.unit_of_work() as uow:
+            await uow.connection.execute(DEMO_COUNTS.insert().values(name=f"w{n}", count=n))
+            order.append(n)
+            await uow.commit()
+
+    waiters = []
+    for n in range(6):
+        waiters.append(asyncio.create_task(write(n)))
+        await asyncio.sleep(0.03)  # each asks after the one before has started waiting
+    await holder.__aexit__(None, None, None)
+    await asyncio.gather(*waiters)
+    assert order == list(range(6))
+
+
 async def test_readers_neither_wait_for_nor_block_a_writer(store: ProjectionStore) -> None:
     """An API read or a poll while a batch holds the write lock answers at once with the
     last committed state, and a writer is not kept waiting by an open read."""

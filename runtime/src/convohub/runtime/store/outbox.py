@@ -53,8 +53,10 @@ class OutboxRelay:
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        self._store: ProjectionStore | None = None
         if isinstance(store_or_engine, ProjectionStore):
             self.engine = store_or_engine.engine
+            self._store = store_or_engine
             store_or_engine.on_commit(self.wake)
         else:
             self.engine = store_or_engine
@@ -129,7 +131,8 @@ class OutboxRelay:
             return 0
         # SQLite: the transaction is BEGIN IMMEDIATE, so no other writer (relay or unit of
         # work) runs between reading and marking; a failed publish rolls back the marks.
-        async with self.engine.begin() as connection:
+        turn = self._store.write_turn() if self._store is not None else contextlib.nullcontext()
+        async with turn, self.engine.begin() as connection:
             seqs, records = await self._read_batch(connection)
             if seqs:
                 await self.bus.publish(records)

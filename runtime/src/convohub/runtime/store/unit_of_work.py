@@ -17,7 +17,9 @@ Leaving the block without `commit()`, or with an exception, rolls everything bac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -28,7 +30,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from convohub.contracts import Envelope, KafkaRecord, to_kafka_record, tombstone
-from convohub.runtime.store.database import read_only
+from convohub.runtime.store.database import SQLITE_BUSY_TIMEOUT_MS, read_only
 from convohub.runtime.store.statements import (
     OUTBOX_WRITE_LOCK,
     insert_missing_positions,
@@ -59,6 +61,23 @@ class ProjectionStore:
         """The same pool for work that only reads (API queries, polls): on SQLite it takes
         no write lock, so it neither waits for nor delays a batch."""
         self._commit_callbacks: list[Callable[[], None]] = []
+        self._write_turns = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+    @contextlib.asynccontextmanager
+    async def write_turn(self) -> AsyncIterator[None]:
+        """On SQLite, this process's write transactions on the store take turns, in the
+        order they asked: SQLite's own busy handler would make a waiting writer sleep and
+        retry (for up to 100 ms a try) instead. Other processes still meet the busy handler;
+        on PostgreSQL this does nothing (row locks decide)."""
+        if self._write_turns is None:
+            yield
+            return
+        async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_MS / 1000):
+            await self._write_turns.acquire()
+        try:
+            yield
+        finally:
+            self._write_turns.release()
 
     def unit_of_work(self, *, replaying: bool = False) -> UnitOfWork:
         """A new unit of work (an async context manager). With `replaying=True` emitted
@@ -120,6 +139,7 @@ class UnitOfWork:
         self.store = store
         self.replaying = replaying
         self._connection: AsyncConnection | None = None
+        self._turn = contextlib.AsyncExitStack()
         self._transaction: AsyncTransaction | None = None
         self._committed = False
         self._positions: dict[tuple[str, str, int], int] = {}
@@ -129,14 +149,20 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         if self._connection is not None or self._committed:
             raise RuntimeError("a unit of work is used once")
-        connection = await self.store.engine.connect()
+        turn = contextlib.AsyncExitStack()
+        await turn.enter_async_context(self.store.write_turn())
         try:
-            # On SQLite this is BEGIN IMMEDIATE: the write lock is ours from here on.
-            self._transaction = await connection.begin()
+            connection = await self.store.engine.connect()
+            try:
+                # On SQLite this is BEGIN IMMEDIATE: the write lock is ours from here on.
+                self._transaction = await connection.begin()
+            except BaseException:
+                await connection.close()
+                raise
         except BaseException:
-            await connection.close()
+            await turn.aclose()
             raise
-        self._connection = connection
+        self._connection, self._turn = connection, turn
         return self
 
     async def __aexit__(
@@ -152,7 +178,10 @@ class UnitOfWork:
             if self._transaction is not None and self._transaction.is_active:
                 await self._transaction.rollback()
         finally:
-            await connection.close()
+            try:
+                await connection.close()
+            finally:
+                await self._turn.aclose()
 
     @property
     def connection(self) -> AsyncConnection:
