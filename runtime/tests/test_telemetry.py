@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,7 +32,6 @@ from convohub.runtime.telemetry import (
     extract_context,
     inject_traceparent,
     recording_tracer,
-    setup_telemetry,
 )
 
 MESSAGE_RECEIVED = "convohub.conversation.message_received.v1"
@@ -195,24 +196,39 @@ def test_with_an_endpoint_spans_and_metrics_go_to_the_collector_over_otlp_http(
     assert sorted(received) == ["/v1/metrics", "/v1/traces"]
 
 
+_INSTALL_ONCE = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from convohub.runtime.settings import RuntimeSettings
+from convohub.runtime.telemetry import consume_span, inject_traceparent, setup_telemetry
+
+first = setup_telemetry(RuntimeSettings(service_name="first"))
+again = setup_telemetry(RuntimeSettings(service_name="second"))
+assert again is first
+assert trace.get_tracer_provider() is first.tracer_provider
+
+exporter = InMemorySpanExporter()
+first.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+with trace.get_tracer("test").start_as_current_span("publish"):
+    traceparent = inject_traceparent()
+assert traceparent is not None
+with consume_span([("traceparent", traceparent.encode())], "handle"):
+    pass
+spans = {span.name: span for span in exporter.get_finished_spans()}
+assert spans["handle"].context.trace_id == spans["publish"].context.trace_id
+print("ok")
+"""
+
+
 def test_setup_installs_the_providers_once_and_consume_span_uses_them() -> None:
-    first = setup_telemetry(RuntimeSettings(service_name="first"))
-    again = setup_telemetry(RuntimeSettings(service_name="second"))
-    assert again is first
-    assert trace.get_tracer_provider() is first.tracer_provider
-
-    exporter = InMemorySpanExporter()
-    first.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with trace.get_tracer("test").start_as_current_span("publish"):
-        traceparent = inject_traceparent()
-    assert traceparent is not None
-    with consume_span([("traceparent", traceparent.encode())], "handle"):
-        pass
-    exporter.shutdown()  # this exporter sees no spans of later tests
-
-    assert finished(exporter, "handle").context.trace_id == (
-        finished(exporter, "publish").context.trace_id
+    # In a process of its own: installing is process-wide and cannot be undone, and the
+    # tests after this one build their own providers.
+    done = subprocess.run(
+        [sys.executable, "-c", _INSTALL_ONCE], capture_output=True, text=True, timeout=120
     )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
 
 
 # --- logs ---------------------------------------------------------------------------------

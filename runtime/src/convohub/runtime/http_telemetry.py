@@ -90,7 +90,9 @@ class HttpTelemetryMiddleware:
             else:
                 with tracer.start_as_current_span(
                     method,
-                    context=parent,
+                    # A request is a new trace unless its caller sent one: never a child
+                    # of whatever span happens to be current where the server runs.
+                    context=parent if parent is not None else otel_context.Context(),
                     kind=SpanKind.SERVER,
                     attributes={
                         "http.request.method": method,
