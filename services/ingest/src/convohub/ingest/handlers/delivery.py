@@ -219,30 +219,27 @@ class OutboundIntake(Projection):
 
     async def _queue(self, uow: UnitOfWork, event: Envelope[Any], *, erased: bool) -> None:
         data: MessageSent = event.data
+        row = {
+            "tenant_id": event.tenantid,
+            "message_id": data.message_id,
+            "conversation_id": data.conversation_id,
+            "channel": data.channel.value,
+            "channel_id": data.channel_id,
+            "attempts": 0,
+            "next_attempt_at": moment(event.time),
+            "lease_until": None,
+            "provider_message_id": None,
+            "last_error": None,
+        }
         if erased:  # the row says the message existed; nothing about whom or what
-            await insert_ignoring_duplicates(
-                uow.connection,
-                OUTBOUND_DELIVERIES,
-                [
-                    {
-                        "tenant_id": event.tenantid,
-                        "message_id": data.message_id,
-                        "conversation_id": data.conversation_id,
-                        "channel": data.channel.value,
-                        "channel_id": data.channel_id,
-                        "recipient": None,
-                        "content": None,
-                        "email_headers": {},
-                        "cause": {"erased": True},
-                        "status": "erased",
-                        "attempts": 0,
-                        "next_attempt_at": moment(event.time),
-                        "lease_until": None,
-                        "provider_message_id": None,
-                        "last_error": None,
-                    }
-                ],
-            )
+            row |= {
+                "recipient": None,
+                "content": None,
+                "email_headers": {},
+                "cause": {"erased": True},
+                "status": "erased",
+            }
+            await insert_ignoring_duplicates(uow.connection, OUTBOUND_DELIVERIES, [row])
             return
         thread = (
             (
@@ -261,29 +258,14 @@ class OutboundIntake(Projection):
             if thread
             else {}
         )
-        await insert_ignoring_duplicates(
-            uow.connection,
-            OUTBOUND_DELIVERIES,
-            [
-                {
-                    "tenant_id": event.tenantid,
-                    "message_id": data.message_id,
-                    "conversation_id": data.conversation_id,
-                    "channel": data.channel.value,
-                    "channel_id": data.channel_id,
-                    "recipient": data.recipient.model_dump(mode="json"),
-                    "content": data.content.model_dump(mode="json"),
-                    "email_headers": headers,
-                    "cause": event.model_dump(mode="json"),
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": moment(event.time),
-                    "lease_until": None,
-                    "provider_message_id": None,
-                    "last_error": None,
-                }
-            ],
-        )
+        row |= {
+            "recipient": data.recipient.model_dump(mode="json"),
+            "content": data.content.model_dump(mode="json"),
+            "email_headers": headers,
+            "cause": event.model_dump(mode="json"),
+            "status": "pending",
+        }
+        await insert_ignoring_duplicates(uow.connection, OUTBOUND_DELIVERIES, [row])
 
     async def _survey(self, uow: UnitOfWork, consumed: ConsumedEvent) -> None:
         event = consumed.event
