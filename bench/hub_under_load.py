@@ -190,9 +190,13 @@ async def measure(
         f"achieved               {achieved:.1f} conversations/s started ({summary.conversations})"
     )
     print(f"hub peak RSS           {peak[0] / 2**20:.0f} MB (process tree; aim < 500 MB)")
+
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f} s"  # 0.0 is a figure, None is none
+
     print(
-        f"inbound->assigned      p50 {summary.latency_p50 or float('nan'):.2f} s, "
-        f"p99 {summary.latency_p99 or float('nan'):.2f} s"
+        f"inbound->assigned      p50 {seconds(summary.latency_p50)}, "
+        f"p99 {seconds(summary.latency_p99)}"
     )
     print(
         f"HTTP requests          {request_rate:,.0f}/s over {wall:.0f} s = "
