@@ -115,17 +115,8 @@ async def simulate(configs: dict[str, RoutingConfig], events: list[Envelope[Any]
             work = Workflow(uow, configs, events[0].time)
             for tenant_id, config in configs.items():
                 for agent in config.agents:
-                    await repo.upsert_agent(
-                        uow.connection,
-                        tenant_id,
-                        agent.id,
-                        name=agent.id,
-                        tier=agent.tier,
-                        skills=dict(agent.skills),
-                        capacity_total=agent.capacity.total,
-                        per_channel={c.value: n for c, n in agent.capacity.per_channel.items()},
-                        now=work.now,
-                        only_if_missing=True,
+                    await repo.add_configured_agent(
+                        uow.connection, tenant_id, agent, work.now, name=agent.id
                     )
                     if (tenant_id, agent.id) not in on_the_log:
                         # a hypothetical agent (only in the candidate) works the whole time

@@ -39,18 +39,7 @@ class RouterService(Service):
         async def roster(work: Workflow) -> None:
             for tenant_id, config in self.configs.items():
                 for agent in config.agents:
-                    await repo.upsert_agent(
-                        work.connection,
-                        tenant_id,
-                        agent.id,
-                        name=agent.name,
-                        tier=agent.tier,
-                        skills=dict(agent.skills),
-                        capacity_total=agent.capacity.total,
-                        per_channel={c.value: n for c, n in agent.capacity.per_channel.items()},
-                        now=work.now,
-                        only_if_missing=True,
-                    )
+                    await repo.add_configured_agent(work.connection, tenant_id, agent, work.now)
 
         await run_command(self.context.store, self.configs, self.context.clock.now(), roster)
 

@@ -33,6 +33,7 @@ from convohub.router.adapters.tables import (
     SEGMENTS,
 )
 from convohub.router.domain.assignment import AgentState, Waiting
+from convohub.router.domain.config import AgentConfig
 
 
 def tenant_lock_key(tenant_id: str) -> int:
@@ -145,6 +146,30 @@ async def upsert_agent(
                 )
             )
     return not exists
+
+
+async def add_configured_agent(
+    connection: AsyncConnection,
+    tenant_id: str,
+    agent: AgentConfig,
+    now: datetime,
+    *,
+    name: str | None = None,
+) -> bool:
+    """An agent of the tenant's `routing.agents` roster, unless the router knows it already
+    (its profile may have been changed through the API since); True if created."""
+    return await upsert_agent(
+        connection,
+        tenant_id,
+        agent.id,
+        name=name or agent.name,
+        tier=agent.tier,
+        skills=dict(agent.skills),
+        capacity_total=agent.capacity.total,
+        per_channel={c.value: n for c, n in agent.capacity.per_channel.items()},
+        now=now,
+        only_if_missing=True,
+    )
 
 
 async def agent_row(connection: AsyncConnection, tenant_id: str, agent_id: str) -> Any:
