@@ -19,43 +19,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
-import time
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, MetaData, String, Table
+from projection_support import BASELINE_METADATA, InsertOneRowPerEvent, event, run
 
-from convohub.contracts import new_event
-from convohub.contracts.catalogue import payload_class, payload_examples
 from convohub.contracts.topics import CONVERSATION
 from convohub.feedback.bootstrap import create_service
 from convohub.runtime.bus.embedded import EmbeddedBus
 from convohub.runtime.config import parse_config
-from convohub.runtime.consumer import ProjectionRunner
-from convohub.runtime.projection import ConsumedEvent, Projection
-from convohub.runtime.store import ProjectionStore, UnitOfWork, create_engine, migrate_runtime
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 TEXTS = ["我的快递还没收到，太慢了", "the agent was very helpful, thanks", "where is my refund?"]
-BASELINE_METADATA = MetaData()
-ROWS = Table("bench_rows", BASELINE_METADATA, Column("event_id", String(64), primary_key=True))
-
-
-class InsertOneRowPerEvent(Projection):
-    name = "bench.baseline"
-    topics = (CONVERSATION.name,)
-    metadata = BASELINE_METADATA
-
-    async def apply(self, events: Sequence[ConsumedEvent], uow: UnitOfWork) -> None:
-        await uow.connection.execute(ROWS.insert(), [{"event_id": c.event.id} for c in events])
-
-
-def event(kind: str, **fields: Any) -> Any:
-    type_ = f"convohub.{kind}.v1"
-    payload = payload_class(type_).model_validate({**payload_examples(type_)[0], **fields})
-    return new_event(payload, tenant_id="acme", source="/bench")
 
 
 def workload(conversations: int, messages: int) -> list[Any]:
@@ -79,22 +55,6 @@ def workload(conversations: int, messages: int) -> list[Any]:
     return events
 
 
-async def run(bus: EmbeddedBus, folder: Path, projection: Projection, total: int) -> float:
-    store = ProjectionStore(create_engine(f"sqlite+aiosqlite:///{folder / projection.name}.db"))
-    await migrate_runtime(store.engine)
-    async with store.engine.begin() as connection:
-        await connection.run_sync(projection.metadata.create_all)
-    runner = ProjectionRunner(bus, store, projection, max_batch=500)
-    started = time.perf_counter()
-    await runner.start()
-    while sum((await store.positions(projection.name)).values()) < total:  # noqa: ASYNC110 - polls the database
-        await asyncio.sleep(0.01)
-    elapsed = time.perf_counter() - started
-    await runner.stop()
-    await store.engine.dispose()
-    return elapsed
-
-
 async def main(conversations: int, messages: int) -> None:
     config = parse_config("tenants: [{id: acme, name: Acme}]", {})
     service: Any = create_service(config)
@@ -104,8 +64,14 @@ async def main(conversations: int, messages: int) -> None:
         await bus.start()
         events = workload(conversations, messages)
         await bus.publish_events(events)
-        baseline = await run(bus, Path(folder), InsertOneRowPerEvent(), len(events))
-        measured = await run(bus, Path(folder), feedback, len(events))
+        baseline = await run(
+            bus,
+            Path(folder),
+            InsertOneRowPerEvent([CONVERSATION.name]),
+            BASELINE_METADATA,
+            len(events),
+        )
+        measured = await run(bus, Path(folder), feedback, feedback.metadata, len(events))
         await bus.stop()
     n = len(events)
     print(f"events: {n} ({conversations} conversations x {messages} messages + start, resolve)")

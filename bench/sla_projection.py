@@ -20,43 +20,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
-import time
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, MetaData, String, Table
+from projection_support import BASELINE_METADATA, InsertOneRowPerEvent, event, run
 
-from convohub.contracts import new_event
-from convohub.contracts.catalogue import payload_class, payload_examples
 from convohub.contracts.topics import CONVERSATION, ROUTING
 from convohub.runtime.bus.embedded import EmbeddedBus
 from convohub.runtime.config import load_config
-from convohub.runtime.consumer import ProjectionRunner
-from convohub.runtime.projection import ConsumedEvent, Projection
-from convohub.runtime.store import ProjectionStore, UnitOfWork, create_engine, migrate_runtime
 from convohub.sla.bootstrap import create_service
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "src/convohub/cli/data/convohub.example.yaml"
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-BASELINE_METADATA = MetaData()
-ROWS = Table("bench_rows", BASELINE_METADATA, Column("event_id", String(64), primary_key=True))
-
-
-class InsertOneRowPerEvent(Projection):
-    name = "bench.baseline"
-    topics = (CONVERSATION.name, ROUTING.name)
-    metadata = BASELINE_METADATA
-
-    async def apply(self, events: Sequence[ConsumedEvent], uow: UnitOfWork) -> None:
-        await uow.connection.execute(ROWS.insert(), [{"event_id": c.event.id} for c in events])
-
-
-def event(type_: str, tenant: str, **fields: Any) -> Any:
-    type_ = f"convohub.{type_}.v1"
-    payload = payload_class(type_).model_validate({**payload_examples(type_)[0], **fields})
-    return new_event(payload, tenant_id=tenant, source="/bench")
 
 
 def at(seconds: float) -> str:
@@ -110,24 +86,6 @@ def workload(tenant: str, conversations: int, messages: int) -> list[Any]:
     return events
 
 
-async def run(
-    bus: EmbeddedBus, folder: Path, projection: Projection, metadata: MetaData, total: int
-) -> float:
-    store = ProjectionStore(create_engine(f"sqlite+aiosqlite:///{folder / projection.name}.db"))
-    await migrate_runtime(store.engine)
-    async with store.engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
-    runner = ProjectionRunner(bus, store, projection, max_batch=500)
-    started = time.perf_counter()
-    await runner.start()
-    while sum((await store.positions(projection.name)).values()) < total:  # noqa: ASYNC110 - polls the database
-        await asyncio.sleep(0.01)
-    elapsed = time.perf_counter() - started
-    await runner.stop()
-    await store.engine.dispose()
-    return elapsed
-
-
 async def main(conversations: int, messages: int) -> None:
     config = load_config(EXAMPLE, {})
     tenant = config.tenants[0].id
@@ -139,7 +97,11 @@ async def main(conversations: int, messages: int) -> None:
         events = workload(tenant, conversations, messages)
         await bus.publish_events(events)
         baseline = await run(
-            bus, Path(folder), InsertOneRowPerEvent(), BASELINE_METADATA, len(events)
+            bus,
+            Path(folder),
+            InsertOneRowPerEvent([CONVERSATION.name, ROUTING.name]),
+            BASELINE_METADATA,
+            len(events),
         )
         measured = await run(bus, Path(folder), clocks, service.metadata, len(events))
         await bus.stop()
