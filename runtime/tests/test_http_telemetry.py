@@ -92,6 +92,22 @@ async def test_a_server_span_per_request_named_by_its_route_template(
     assert count(metrics, "/v1/items/{item_id}", "200") == 1
 
 
+async def test_a_request_without_traceparent_is_a_new_trace_whatever_span_is_current(
+    telemetry: Telemetry, exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """The server is not a child of a span that happens to be current where it runs (an
+    in-process caller, a test): only a caller's `traceparent` header makes it one."""
+    app = app_for(RuntimeMetrics(), telemetry.tracer, tmp_path)
+    with telemetry.tracer.start_as_current_span("ambient") as ambient:
+        assert (await get(app, "/v1/items/1")).status_code == 200
+        assert (await get(app, "/v1/items/2", traceparent=CALLER)).status_code == 200
+    first, second = (s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER)
+    assert first.parent is None
+    assert first.context.trace_id != ambient.get_span_context().trace_id
+    assert second.parent is not None
+    assert format(second.context.trace_id, "032x") == CALLER.split("-")[1]
+
+
 async def test_an_exception_is_a_failed_span_and_a_500_in_the_histogram(
     telemetry: Telemetry, exporter: InMemorySpanExporter, tmp_path: Path
 ) -> None:

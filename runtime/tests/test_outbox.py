@@ -236,6 +236,22 @@ async def test_nothing_rolled_back_is_published(store: ProjectionStore) -> None:
     assert bus.calls == []
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+async def test_an_idle_relay_does_not_queue_for_the_sqlite_write_lock(
+    store: ProjectionStore,
+) -> None:
+    """With nothing to publish, a round answers at once even while a batch holds the write
+    lock: an idle relay polling every 50 ms must not stand in the batches' way."""
+    bus = RecordingBus()
+    relay = OutboxRelay(store, bus)
+    async with store.unit_of_work() as batch:  # holds the write lock (and the store's turn)
+        assert await asyncio.wait_for(relay.publish_pending(), timeout=5) == 0
+        batch.emit(event_with_id("e1"))
+        await batch.commit()
+    assert await relay.publish_pending() == 1
+    assert bus.published_ids == ["e1"]
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
 async def test_rows_of_an_open_transaction_are_not_published(store: ProjectionStore) -> None:
