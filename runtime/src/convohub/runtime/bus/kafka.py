@@ -14,9 +14,11 @@ the adapter uses the aiokafka client FastStream runs underneath, and says why:
 - Publishing uses the aiokafka producer FastStream's broker connected (idempotent,
   `acks="all"`, both set on the broker). FastStream's `publish` takes headers as
   `dict[str, str]` and adds its own `correlation_id` and `content-type` headers, and its
-  `publish_batch` sends to one partition; the adapter instead fills one aiokafka batch per
-  partition (Kafka's default partitioner, `partition_for`) and awaits every acknowledgement
-  together: two to three times the rate of one `send` per record on this machine.
+  `publish_batch` sends to one partition; the adapter instead groups records per partition
+  (Kafka's default partitioner, `partition_for`) and awaits every acknowledgement together.
+  A large group fills aiokafka batches of its own (two to three times the rate of one
+  `send` per record on this machine); a small one joins the producer's open batch, so
+  concurrent one-event calls share a request (3.7 times the one-batch-per-call rate).
 - Lookups use aiokafka directly: partition counts come from a full metadata request of an
   `AIOKafkaClient` (a request naming the topic would create it on a broker that
   auto-creates topics), end offsets and `read` from group-less consumers, and `committed`
@@ -481,10 +483,26 @@ def _rewind(consumer: AIOKafkaConsumer, records: Sequence[LogRecord]) -> None:
             consumer.seek(tp, offset)
 
 
+_OWN_BATCH_FROM = 16
+"""Records of one partition in one call from which the call fills batches of its own."""
+
+
 async def _send_partition(
     producer: AIOKafkaProducer, topic: str, partition: int, records: Sequence[KafkaRecord]
 ) -> list[asyncio.Future[Any]]:
-    """Queue the records of one partition in as few batches as fit; the acks to await."""
+    """Queue the records of one partition; the acks to await.
+
+    A few records join the partition's open batch in the producer's accumulator, so the
+    records of concurrent small calls (one webhook, one command) travel in one request. Many
+    records fill batches of their own, which is cheaper per record than one `send` each.
+    """
+    if len(records) < _OWN_BATCH_FROM:
+        return [
+            await producer.send(
+                topic, value=r.value, key=r.key, partition=partition, headers=list(r.headers)
+            )
+            for r in records
+        ]
     acknowledgements: list[asyncio.Future[Any]] = []
     batch = producer.create_batch()
     for record in records:
