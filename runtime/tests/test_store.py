@@ -392,14 +392,21 @@ async def test_sqlite_writers_of_one_process_take_turns_in_the_order_they_asked(
     store: ProjectionStore,
 ) -> None:
     """Writers queue on the store's turn rather than in SQLite's busy handler, whose
-    sleep-and-retry lets a late writer overtake one that has waited longer."""
+    sleep-and-retry lets a late writer overtake one that has waited longer: units of work
+    and plain write transactions (`store.begin()`) alike."""
     order: list[int] = []
     holder = store.unit_of_work()
     await holder.__aenter__()
 
     async def write(n: int) -> None:
+        row = DEMO_COUNTS.insert().values(name=f"w{n}", count=n)
+        if n % 2:
+            async with store.begin() as connection:
+                await connection.execute(row)
+                order.append(n)
+            return
         async with store.unit_of_work() as uow:
-            await uow.connection.execute(DEMO_COUNTS.insert().values(name=f"w{n}", count=n))
+            await uow.connection.execute(row)
             order.append(n)
             await uow.commit()
 

@@ -108,7 +108,7 @@ async def simulate(configs: dict[str, RoutingConfig], events: list[Envelope[Any]
     with tempfile.TemporaryDirectory() as folder:
         store = ProjectionStore(create_engine(f"sqlite+aiosqlite:///{Path(folder) / 'sim.db'}"))
         await migrate_runtime(store.engine)
-        async with store.engine.begin() as connection:
+        async with store.begin() as connection:
             await connection.run_sync(METADATA.create_all)
         projection = RouterProjection(configs, lambda: events[0].time)
         async with store.unit_of_work() as uow:

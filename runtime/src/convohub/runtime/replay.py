@@ -37,7 +37,7 @@ async def replay(
     progress: Progress | None = None,
 ) -> ReplayResult:
     """Rebuild `projection` from the start of its topics; returns how much was read."""
-    async with store.engine.begin() as connection:
+    async with store.begin() as connection:
         await connection.run_sync(projection.metadata.drop_all)
         await connection.run_sync(projection.metadata.create_all)
     await store.reset_group(projection.name)

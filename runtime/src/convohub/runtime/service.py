@@ -375,7 +375,7 @@ class ServiceHost:
 async def create_tables(service: Service, store: ProjectionStore) -> None:
     """The runtime's bookkeeping tables (Alembic) and the service's own tables, if missing."""
     await migrate_runtime(store.engine)
-    async with store.engine.begin() as connection:
+    async with store.begin() as connection:
         await connection.run_sync(service.metadata.create_all)
 
 

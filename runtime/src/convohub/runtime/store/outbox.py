@@ -37,9 +37,9 @@ _MAX_BACKOFF_SECONDS = 5.0
 class OutboxRelay:
     """Publishes a projection database's outbox to the event bus.
 
-    Given a `ProjectionStore`, the relay wakes up as soon as a unit of work commits;
-    given only an engine, it polls every `poll_interval` seconds (it polls in any case,
-    to see rows committed by other processes).
+    Given a `ProjectionStore`, a running relay wakes up as soon as a unit of work commits
+    and writes in the store's turn; given only an engine, it polls every `poll_interval`
+    seconds (it polls in any case, to see rows committed by other processes).
     """
 
     def __init__(
@@ -57,7 +57,6 @@ class OutboxRelay:
         if isinstance(store_or_engine, ProjectionStore):
             self.engine = store_or_engine.engine
             self._store = store_or_engine
-            store_or_engine.on_commit(self.wake)
         else:
             self.engine = store_or_engine
         self._reader = read_only(self.engine)
@@ -93,6 +92,15 @@ class OutboxRelay:
 
         A failing round is logged and retried with capped exponential backoff.
         """
+        if self._store is not None:
+            self._store.on_commit(self.wake)
+        try:
+            await self._run()
+        finally:
+            if self._store is not None:
+                self._store.remove_on_commit(self.wake)
+
+    async def _run(self) -> None:
         failures = 0
         while True:
             self._wakeup.clear()
@@ -120,7 +128,7 @@ class OutboxRelay:
         statement = delete(OUTBOX).where(
             OUTBOX.c.published_at.is_not(None), OUTBOX.c.published_at <= cutoff
         )
-        async with self.engine.begin() as connection:
+        async with self._writer() as connection:
             result = await connection.execute(statement)
             return result.rowcount
 
@@ -131,8 +139,7 @@ class OutboxRelay:
             return 0
         # SQLite: the transaction is BEGIN IMMEDIATE, so no other writer (relay or unit of
         # work) runs between reading and marking; a failed publish rolls back the marks.
-        turn = self._store.write_turn() if self._store is not None else contextlib.nullcontext()
-        async with turn, self.engine.begin() as connection:
+        async with self._writer() as connection:
             seqs, records = await self._read_batch(connection)
             if seqs:
                 await self.bus.publish(records)
@@ -160,6 +167,10 @@ class OutboxRelay:
                 return len(seqs)
             finally:
                 await _release_advisory_lock(connection, lock_key)
+
+    def _writer(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """A write transaction, in the store's turn when the relay was given the store."""
+        return self._store.begin() if self._store is not None else self.engine.begin()
 
     def _published(self, records: Sequence[KafkaRecord]) -> None:
         if self.on_published is not None:

@@ -79,6 +79,15 @@ class ProjectionStore:
         finally:
             self._write_turns.release()
 
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction in this process's turn: use it, not `engine.begin()`, for
+        every write outside a unit of work. On SQLite a writer that skipped the turn meets
+        the busy handler instead, which under load made `convohub up`'s webhooks wait
+        seconds (and up to 7 s) for `BEGIN IMMEDIATE` while its projections took turns."""
+        async with self.write_turn(), self.engine.begin() as connection:
+            yield connection
+
     def unit_of_work(self, *, replaying: bool = False) -> UnitOfWork:
         """A new unit of work (an async context manager). With `replaying=True` emitted
         events are dropped: a rebuild must not publish again what the live run published."""
@@ -95,13 +104,13 @@ class ProjectionStore:
 
     async def reset_positions(self, group: str) -> None:
         """Forget the group's positions (before a replay rebuilds its projection)."""
-        async with self.engine.begin() as connection:
+        async with self.begin() as connection:
             await connection.execute(delete(POSITIONS).where(POSITIONS.c.consumer_group == group))
 
     async def reset_group(self, group: str) -> None:
         """Forget all of the group's bookkeeping, positions and processed event ids (before
         a replay rebuilds its projection from the start of the log)."""
-        async with self.engine.begin() as connection:
+        async with self.begin() as connection:
             await connection.execute(delete(POSITIONS).where(POSITIONS.c.consumer_group == group))
             await connection.execute(
                 delete(PROCESSED_EVENTS).where(PROCESSED_EVENTS.c.consumer_group == group)
@@ -111,7 +120,7 @@ class ProjectionStore:
         """Drop remembered event ids older than `moment` (re-publishes happen within
         minutes of the original, so a retention of days is plenty); returns how many."""
         query = delete(PROCESSED_EVENTS).where(PROCESSED_EVENTS.c.processed_at < moment)
-        async with self.engine.begin() as connection:
+        async with self.begin() as connection:
             return (await connection.execute(query)).rowcount
 
     def on_commit(self, callback: Callable[[], None]) -> None:
@@ -123,6 +132,11 @@ class ProjectionStore:
         """
         if callback not in self._commit_callbacks:
             self._commit_callbacks.append(callback)
+
+    def remove_on_commit(self, callback: Callable[[], None]) -> None:
+        """Stop calling `callback` after commits (no effect if it is not registered)."""
+        with contextlib.suppress(ValueError):
+            self._commit_callbacks.remove(callback)
 
     def _run_commit_callbacks(self) -> None:
         for callback in self._commit_callbacks:

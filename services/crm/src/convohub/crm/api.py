@@ -426,7 +426,7 @@ def build_router(
             await uow.commit()
         # Published outbox rows still hold the events CRM emitted about the person
         # (identifiers); once they are on the log the database needs no copy.
-        relay = OutboxRelay(service.store.engine, service.bus)
+        relay = OutboxRelay(service.store, service.bus)
         await relay.publish_pending()
         await relay.purge_published(timedelta(0))
         return request.model_dump(mode="json")

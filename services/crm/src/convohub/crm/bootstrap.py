@@ -32,7 +32,7 @@ class CrmService(Service):
 
     async def on_start(self) -> None:
         # The ledger outlives a rebuild of the projection; make sure it exists either way.
-        async with self.context.store.engine.begin() as connection:
+        async with self.context.store.begin() as connection:
             await connection.run_sync(LEDGER_METADATA.create_all)
 
 

@@ -41,7 +41,7 @@ class FeedbackService(Service):
 
     async def on_start(self) -> None:
         if self._link_secret is None:
-            async with self.context.store.engine.begin() as connection:
+            async with self.context.store.begin() as connection:
                 self._link_secret = (await repository.link_secret(connection)).encode()
 
     def projections(self) -> Sequence[Projection]:

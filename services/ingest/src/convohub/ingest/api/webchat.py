@@ -183,7 +183,7 @@ def webchat_router(edge: ChannelEdge) -> APIRouter:
         expires_at = edge.context().clock.now() + timedelta(
             seconds=channel.settings.session_ttl_seconds
         )
-        async with edge.context().store.engine.begin() as connection:
+        async with edge.context().store.begin() as connection:
             await connection.execute(
                 WEBCHAT_SESSIONS.insert().values(
                     token_hash=_hash(token),
