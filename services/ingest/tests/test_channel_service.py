@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from convohub.contracts import encode_event, new_event
 from convohub.contracts.events.common import (
@@ -168,6 +168,53 @@ async def test_a_retry_storm_yields_exactly_one_event_per_message(backend: Any) 
     assert len({e.id for e in events}) == len(events)
     # 4 SMS senders, 3 WhatsApp senders, 1 API customer: one conversation each.
     assert len([e for e in events if e.type == STARTED]) == 8
+
+
+async def test_concurrent_messages_are_claimed_in_batches_in_order_per_customer(
+    backend: Any,
+) -> None:
+    config = hub_config()
+    async with running_hub(backend, [create_service(config)], config) as hub:
+        placements: list[str] = []
+
+        def count_placements(*args: Any) -> None:
+            statement = args[2].lstrip()
+            if statement.startswith(
+                ("INSERT INTO ingest_conversations", "UPDATE ingest_conversations")
+            ):
+                placements.append(statement)
+
+        engine = hub.host.stores["ingest"].engine.sync_engine
+        event.listen(engine, "before_cursor_execute", count_placements)
+        customers = ["+14158675401", "+14158675402", "+14158675403"]
+        deliveries = [
+            lambda n=n, c=c: sms(hub, f"SMbatch{c[-1]}{n:027d}", f"message {n}", sender=c)
+            for c in customers
+            for n in range(8)
+        ]
+        # The third customer also writes over WhatsApp in the same moment: a channel switch.
+        document = whatsapp_text("wamid.batch", "and here", wa_id=customers[2].lstrip("+"))
+        deliveries.append(
+            lambda: hub.client.post("/v1/webhooks/whatsapp/wa-main", **whatsapp_request(document))
+        )
+        # And each of those is delivered twice at once (a provider's retry).
+        responses = await asyncio.gather(*(send() for send in deliveries for _ in range(2)))
+        event.remove(engine, "before_cursor_execute", count_placements)
+        assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+        events = await hub.events(CONVERSATION.name)
+    received = [e for e in events if e.type == RECEIVED]
+    assert len(received) == 25
+    assert len({e.id for e in events}) == len(events)
+    started = [e for e in events if e.type == STARTED]
+    assert len(started) == 3  # one conversation a customer, though its messages raced
+    by_customer = {e.data.customer.address: e.data.conversation_id for e in started}
+    for message in received:
+        if message.data.channel_id == "sms-main":
+            assert message.data.conversation_id == by_customer[message.data.customer.address]
+    (switched,) = [e for e in events if e.type == "convohub.conversation.channel_switched.v1"]
+    assert switched.data.conversation_id in by_customer.values()
+    # 25 messages placed with far fewer statements than one each: batches shared them.
+    assert len(placements) <= 12, placements
 
 
 async def test_whatsapp_handshake_documented_payloads_and_statuses(embedded: Any) -> None:

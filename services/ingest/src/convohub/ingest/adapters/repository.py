@@ -6,10 +6,12 @@ Statements work on SQLite (embedded mode) and PostgreSQL alike.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, select, text, update
+from sqlalchemy import and_, bindparam, case, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -96,6 +98,27 @@ _READ_CLAIM = select(
 ).where(_CLAIM_WHERE)
 
 
+_CLAIMS_RETURNING = {
+    name: statement.returning(
+        INBOUND_CLAIMS.c.tenant_id, INBOUND_CLAIMS.c.channel_id, INBOUND_CLAIMS.c.dedupe_key
+    )
+    for name, statement in _CLAIM_INSERTS.items()
+}
+
+
+async def try_claims(
+    connection: AsyncConnection, claims: Sequence[tuple[ClaimKey, str]], now: datetime
+) -> set[ClaimKey]:
+    """Insert many pending claims (key, owner) in one statement; the keys won. Inserted in
+    key order, so two replicas' batches never wait for each other's claims in a cycle."""
+    rows = [
+        {**_claim_params(key), "claim_owner": owner, "claim_at": now}
+        for key, owner in sorted(claims)
+    ]
+    result = await connection.execute(_CLAIMS_RETURNING[connection.dialect.name], rows)
+    return {(row.tenant_id, row.channel_id, row.dedupe_key) for row in result}
+
+
 async def read_claim(connection: AsyncConnection, key: ClaimKey) -> Any:
     return (await connection.execute(_READ_CLAIM, _claim_params(key))).one_or_none()
 
@@ -139,6 +162,24 @@ async def store_claim_records(
         },
     )
     return result.rowcount == 1
+
+
+async def store_many_claim_records(
+    connection: AsyncConnection, decided: Sequence[tuple[ClaimKey, str, list[str], Any]]
+) -> None:
+    """`store_claim_records` for claims this transaction inserted (executemany)."""
+    await connection.execute(
+        _STORE_RECORDS,
+        [
+            {
+                **_claim_params(key),
+                "claim_owner": owner,
+                "claim_records": records,
+                "claim_outcome": outcome,
+            }
+            for key, owner, records, outcome in decided
+        ],
+    )
 
 
 _FINISH = (
@@ -195,6 +236,15 @@ async def release_claim(connection: AsyncConnection, key: ClaimKey, owner: str) 
 
 
 _LOCK_CUSTOMER = text("SELECT pg_advisory_xact_lock(:id)")
+# unnest yields the array's elements in order: the locks are taken in ascending id order.
+_LOCK_CUSTOMERS = text(
+    "SELECT count(pg_advisory_xact_lock(id)) FROM unnest(CAST(:ids AS BIGINT[])) AS id"
+)
+
+
+def _customer_lock_id(tenant_id: str, customer_key: str) -> int:
+    digest = hashlib.sha256(f"ingest-customer/{tenant_id}/{customer_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 async def lock_customer(connection: AsyncConnection, tenant_id: str, customer_key: str) -> None:
@@ -202,9 +252,17 @@ async def lock_customer(connection: AsyncConnection, tenant_id: str, customer_ke
     SQLite's write transaction already serialises everything)."""
     if connection.dialect.name != "postgresql":
         return
-    digest = hashlib.sha256(f"ingest-customer/{tenant_id}/{customer_key}".encode()).digest()
-    lock_id = int.from_bytes(digest[:8], "big", signed=True)
-    await connection.execute(_LOCK_CUSTOMER, {"id": lock_id})
+    await connection.execute(_LOCK_CUSTOMER, {"id": _customer_lock_id(tenant_id, customer_key)})
+
+
+async def lock_customers(connection: AsyncConnection, customers: Iterable[tuple[str, str]]) -> None:
+    """`lock_customer` for many (tenant, customer key) pairs in one statement, in a fixed
+    order (ascending lock id), so two batches never wait for each other in a cycle."""
+    if connection.dialect.name != "postgresql":
+        return
+    ids = sorted({_customer_lock_id(tenant_id, key) for tenant_id, key in customers})
+    if ids:
+        await connection.execute(_LOCK_CUSTOMERS, {"ids": ids})
 
 
 def _state(row: Any) -> ConversationState:
@@ -247,6 +305,77 @@ async def latest_conversation(
     parameters = {"latest_tenant": tenant_id, "latest_customer": customer_key}
     row = (await connection.execute(_LATEST_CONVERSATION, parameters)).first()
     return _state(row) if row else None
+
+
+_LATEST_RANKED = (
+    select(
+        CONVERSATIONS.c.customer_key,
+        *_STATE_COLUMNS,
+        func.row_number()
+        .over(
+            partition_by=CONVERSATIONS.c.customer_key,
+            order_by=(
+                case((CONVERSATIONS.c.status == ConversationStatus.CLOSED.value, 1), else_=0),
+                CONVERSATIONS.c.started_at.desc(),
+            ),
+        )
+        .label("rank"),
+    )
+    .where(
+        CONVERSATIONS.c.tenant_id == bindparam("latest_tenant"),
+        CONVERSATIONS.c.customer_key.in_(bindparam("latest_customers", expanding=True)),
+    )
+    .subquery()
+)
+_LATEST_CONVERSATIONS = select(_LATEST_RANKED).where(_LATEST_RANKED.c.rank == 1)
+
+
+async def latest_conversations(
+    connection: AsyncConnection, tenant_id: str, customer_keys: Iterable[str]
+) -> dict[str, ConversationState]:
+    """`latest_conversation` of many customers of a tenant in one query, by customer key
+    (customers without a conversation are absent)."""
+    parameters = {"latest_tenant": tenant_id, "latest_customers": sorted(set(customer_keys))}
+    rows = await connection.execute(_LATEST_CONVERSATIONS, parameters)
+    return {row.customer_key: _state(row) for row in rows}
+
+
+_START_CONVERSATION = CONVERSATIONS.insert()
+
+
+@cache
+def _conversation_update(columns: tuple[str, ...]) -> Any:
+    """UPDATE of these columns of one conversation, bound by name (`set_<column>`)."""
+    return (
+        update(CONVERSATIONS)
+        .where(CONVERSATIONS.c.conversation_id == bindparam("updated_conversation"))
+        .values(
+            {
+                column: bindparam(f"set_{column}", type_=CONVERSATIONS.c[column].type)
+                for column in columns
+            }
+        )
+    )
+
+
+async def save_conversations(
+    connection: AsyncConnection,
+    started: Sequence[dict[str, Any]],
+    changed: dict[str, dict[str, Any]],
+) -> None:
+    """Insert new conversations (full rows) and update others (conversation id -> changed
+    columns), one executemany per shape of change, in conversation id order."""
+    if started:
+        await connection.execute(_START_CONVERSATION, list(started))
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for conversation_id in sorted(changed):
+        values = changed[conversation_id]
+        shapes.setdefault(tuple(sorted(values)), []).append(
+            {"updated_conversation": conversation_id}
+            | {f"set_{column}": value for column, value in values.items()}
+        )
+    for columns, rows in shapes.items():
+        await connection.execute(_conversation_update(columns), rows)
 
 
 async def threaded_conversation(

@@ -9,10 +9,17 @@ For each provider message (or delivery status, or call phase):
 2. publish them and wait for the broker's acknowledgement (only then the webhook answers
    2xx), and mark the claim done right after answering.
 
-Concurrent requests share the expensive steps: their events go to the bus in one publish
-call (one produce request per partition, acknowledged together) while the previous call is
-in flight, and their done marks are written in one transaction. A publish that fails fails
-every request of that call (each is retried by its provider; nothing is marked accepted).
+Concurrent requests share the expensive steps. Messages not threaded by reference (every
+channel but e-mail) are claimed and decided together: while one batch's transaction is in
+flight the next requests queue, and the next batch claims all their keys in one statement,
+locks their customers in one, reads their customers' latest conversations in one, and
+writes the placements and the events to publish with one executemany each: a handful of
+round trips and one commit for the batch instead of about ten round trips a message. A
+batch that fails (a deadlock with another replica's, say) is retried message by message.
+Their events go to the bus in one publish call (one produce request per partition,
+acknowledged together) while the previous call is in flight, and their done marks are
+written in one transaction. A publish that fails fails every request of that call (each is
+retried by its provider; nothing is marked accepted).
 
 Event ids are UUIDv5 of (tenant, channel, dedupe key, event type): a claim taken over
 after a crash between publish and done re-publishes the same ids, which consumers
@@ -24,12 +31,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import structlog
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convohub.contracts import (
@@ -63,6 +70,7 @@ from convohub.ingest.adapters import repository
 from convohub.ingest.adapters.tables import CALLS, CONVERSATIONS, PROVIDER_MESSAGES
 from convohub.ingest.domain.conversations import (
     DEFAULT_HUMAN_KEYWORDS,
+    ConversationState,
     ConversationStatus,
     Placement,
     is_human_request,
@@ -164,6 +172,23 @@ class Accepted:
     duplicate: bool
 
 
+@dataclass(eq=False)
+class _Contact:
+    """A customer message waiting for the next batch of claims and decisions."""
+
+    tenant_id: str
+    dedupe_key: str
+    message: InboundMessage
+    human_keywords: tuple[str, ...]
+    owner: str = field(default_factory=lambda: str(uuid.uuid4()))
+    decided: tuple[list[Envelope[Any]], dict[str, Any]] | None = None
+    """Set once the batch that claimed this message committed its decision."""
+
+    @property
+    def key(self) -> repository.ClaimKey:
+        return (self.tenant_id, self.message.customer.channel_id, self.dedupe_key[:255])
+
+
 class ClaimBusyError(Exception):
     """Another request holds the claim and did not finish in time; the caller retries."""
 
@@ -185,11 +210,13 @@ class InboundPipeline:
         self.claim_timeout = claim_timeout
         self.wait_timeout = wait_timeout
         self.poll_every = poll_every
+        self._claimer: Coalescer[_Contact] = Coalescer(self._claim_and_decide, max_items=100)
         self._publisher: Coalescer[list[KafkaRecord]] = Coalescer(self._publish_records)
         self._finisher: Coalescer[Finish] = Coalescer(self._finish_claims)
 
     async def drained(self) -> None:
-        """Wait for the publishes and done marks in flight (before the store closes)."""
+        """Wait for the claims, publishes and done marks in flight (before the store closes)."""
+        await self._claimer.drained()
         await self._publisher.drained()
         await self._finisher.drained()
 
@@ -199,7 +226,7 @@ class InboundPipeline:
         self, tenant_id: str, channel_id: str, dedupe_key: str, decide: Decide
     ) -> Accepted:
         context = self._context()
-        engine = context.store.engine
+        store = context.store
         key = (tenant_id, channel_id, dedupe_key[:255])
         owner = str(uuid.uuid4())
         loop = asyncio.get_running_loop()
@@ -209,7 +236,7 @@ class InboundPipeline:
         while True:
             now = context.clock.now()
             try:
-                async with engine.begin() as connection:
+                async with store.begin() as connection:
                     if await repository.try_claim(connection, key, owner, now):
                         # Claim and decision in one transaction: a failed decision leaves
                         # no claim behind, and the request costs one commit, not two.
@@ -245,14 +272,25 @@ class InboundPipeline:
             try:
                 decided = await self._decide(key, owner, decide)
             except BaseException:
-                async with engine.begin() as connection:
+                async with store.begin() as connection:
                     await repository.release_claim(connection, key, owner)
                 raise
             if decided is None:  # nothing to record (an unknown message's status)
-                async with engine.begin() as connection:
+                async with store.begin() as connection:
                     await repository.release_claim(connection, key, owner)
                 return Accepted(outcome={"status": "ignored"}, duplicate=False)
             events, outcome = decided
+        return await self._publish(key, owner, events, outcome)
+
+    async def _publish(
+        self,
+        key: repository.ClaimKey,
+        owner: str,
+        events: list[Envelope[Any]],
+        outcome: dict[str, Any],
+    ) -> Accepted:
+        """Publish a claim's decided events, answer, and mark the claim done just after."""
+        context = self._context()
         try:
             if events:
                 # One customer message, one trace: the events carry the request's span.
@@ -260,7 +298,7 @@ class InboundPipeline:
                     records = [to_kafka_record(event, traceparent=traceparent) for event in events]
                     await self._publisher.submit(records)
         except Exception as error:
-            async with engine.begin() as connection:
+            async with context.store.begin() as connection:
                 await repository.expire_claim(connection, key, owner, EPOCH)
             raise BusUnavailableError(str(error)) from error
         # The events are on the log: answer now and mark the claim done just after (a
@@ -269,12 +307,57 @@ class InboundPipeline:
         self._finisher.post((key, owner, outcome))
         return Accepted(outcome=outcome, duplicate=False)
 
+    async def _claim_and_decide(self, contacts: list[_Contact]) -> None:
+        """Claim and decide a batch of messages in one transaction; each contact whose claim
+        this batch won gets its decision once the transaction committed. The others (a key
+        claimed before, or twice in this batch) are left to the one-by-one path."""
+        context = self._context()
+        now = context.clock.now()
+        first: dict[repository.ClaimKey, _Contact] = {}
+        for contact in contacts:
+            first.setdefault(contact.key, contact)
+        decided: list[tuple[_Contact, tuple[list[Envelope[Any]], dict[str, Any]]]] = []
+        async with context.store.begin() as connection:
+            claims = [(contact.key, contact.owner) for contact in first.values()]
+            won = await repository.try_claims(connection, claims, now)
+            batch = [contact for contact in first.values() if contact.key in won]
+            if not batch:
+                return
+            customers = [(contact.tenant_id, contact.message.customer.key) for contact in batch]
+            await repository.lock_customers(connection, customers)
+            current: dict[tuple[str, str], ConversationState] = {}
+            for tenant_id in {tenant_id for tenant_id, _ in customers}:
+                keys = [key for owner, key in customers if owner == tenant_id]
+                latest = await repository.latest_conversations(connection, tenant_id, keys)
+                current.update({(tenant_id, key): state for key, state in latest.items()})
+            writes = _ConversationWrites(now)
+            stored: list[tuple[repository.ClaimKey, str, list[str], dict[str, Any]]] = []
+            for contact, who in zip(batch, customers, strict=True):
+                customer = contact.message.customer
+                ids = _Ids(contact.tenant_id, customer.channel_id, contact.dedupe_key)
+                state = current.get(who)
+                placement = place_contact(
+                    state, customer.channel_id, "conv-" + ids.of("conversation")
+                )
+                events, outcome = _message_decision(
+                    contact.tenant_id, contact.message, placement, ids, contact.human_keywords
+                )
+                writes.place(contact.tenant_id, customer, placement)
+                current[who] = _placed_state(customer, placement, state)
+                records = [encode_event(event).decode() for event in events]
+                stored.append((contact.key, contact.owner, records, outcome))
+                decided.append((contact, (events, outcome)))
+            await repository.save_conversations(connection, writes.started, writes.changed)
+            await repository.store_many_claim_records(connection, stored)
+        for contact, decision in decided:
+            contact.decided = decision
+
     async def _publish_records(self, batches: list[list[KafkaRecord]]) -> None:
         await self._context().bus.publish([record for batch in batches for record in batch])
 
     async def _finish_claims(self, finished: list[Finish]) -> None:
         try:
-            async with self._context().store.engine.begin() as connection:
+            async with self._context().store.begin() as connection:
                 await repository.finish_claims(connection, finished)
         except Exception:
             log.exception("marking published claims done failed", claims=len(finished))
@@ -321,6 +404,15 @@ class InboundPipeline:
     ) -> Accepted:
         channel_id = message.customer.channel_id
         dedupe = dedupe_key or f"message:{message.provider_message_id}"
+        if not message.thread_refs and message.customer.channel is not Channel.EMAIL:
+            contact = _Contact(tenant_id, dedupe, message, human_keywords)
+            try:
+                await self._claimer.submit(contact)
+            except Exception:
+                log.warning("a batch of claims failed; deciding its messages one by one")
+            if contact.decided is not None:
+                events, outcome = contact.decided
+                return await self._publish(contact.key, contact.owner, events, outcome)
 
         async def decide(connection: AsyncConnection) -> Decision:
             now = self._context().clock.now()
@@ -328,63 +420,13 @@ class InboundPipeline:
             placement = await _place(
                 connection, tenant_id, message.customer, message.thread_refs, ids
             )
-            message_id = "msg-" + ids.of("message")
-            conversation_id = placement.conversation_id
-            events = _lifecycle_events(
-                tenant_id,
-                message.customer,
-                placement,
-                ids,
-                message.received_at,
-                message.routing_hints,
-                message_id,
-            )
-            events.append(
-                ids.event(
-                    MessageReceived(
-                        conversation_id=conversation_id,
-                        message_id=message_id,
-                        channel=message.customer.channel,
-                        channel_id=channel_id,
-                        provider_message_id=message.provider_message_id,
-                        customer=message.customer.identity(),
-                        content=message.content,
-                        received_at=message.received_at,
-                        in_reply_to=message.in_reply_to,
-                    ),
-                    message.received_at,
-                )
-            )
-            if is_human_request(message.content.text, human_keywords):
-                trigger = (
-                    HumanRequestTrigger.BUTTON
-                    if message.content.interactive_reply_id
-                    else HumanRequestTrigger.TYPED_TEXT
-                )
-                events.append(
-                    ids.event(
-                        HumanRequested(
-                            conversation_id=conversation_id,
-                            channel=message.customer.channel,
-                            channel_id=channel_id,
-                            trigger=trigger,
-                            trigger_text=message.content.text,
-                            message_id=message_id,
-                            requested_at=message.received_at,
-                        ),
-                        message.received_at,
-                    )
-                )
+            decided = _message_decision(tenant_id, message, placement, ids, human_keywords)
             await _record_placement(connection, tenant_id, message.customer, placement, now)
             if message.thread_refs or message.customer.channel.value == "email":
                 await repository.remember_thread_message(
-                    connection, tenant_id, message.provider_message_id, conversation_id
+                    connection, tenant_id, message.provider_message_id, placement.conversation_id
                 )
-            return events, {
-                "conversation_id": conversation_id,
-                "message_id": message_id,
-                "events": [event.type for event in events],
-            }
+            return decided
 
         return await self.accept(tenant_id, channel_id, dedupe, decide)
 
@@ -571,6 +613,69 @@ class _Ids:
         )
 
 
+def _message_decision(
+    tenant_id: str,
+    message: InboundMessage,
+    placement: Placement,
+    ids: _Ids,
+    human_keywords: tuple[str, ...],
+) -> tuple[list[Envelope[Any]], dict[str, Any]]:
+    """The events of a customer message placed in `placement`, and the answer's outcome."""
+    channel_id = message.customer.channel_id
+    message_id = "msg-" + ids.of("message")
+    conversation_id = placement.conversation_id
+    events = _lifecycle_events(
+        tenant_id,
+        message.customer,
+        placement,
+        ids,
+        message.received_at,
+        message.routing_hints,
+        message_id,
+    )
+    events.append(
+        ids.event(
+            MessageReceived(
+                conversation_id=conversation_id,
+                message_id=message_id,
+                channel=message.customer.channel,
+                channel_id=channel_id,
+                provider_message_id=message.provider_message_id,
+                customer=message.customer.identity(),
+                content=message.content,
+                received_at=message.received_at,
+                in_reply_to=message.in_reply_to,
+            ),
+            message.received_at,
+        )
+    )
+    if is_human_request(message.content.text, human_keywords):
+        trigger = (
+            HumanRequestTrigger.BUTTON
+            if message.content.interactive_reply_id
+            else HumanRequestTrigger.TYPED_TEXT
+        )
+        events.append(
+            ids.event(
+                HumanRequested(
+                    conversation_id=conversation_id,
+                    channel=message.customer.channel,
+                    channel_id=channel_id,
+                    trigger=trigger,
+                    trigger_text=message.content.text,
+                    message_id=message_id,
+                    requested_at=message.received_at,
+                ),
+                message.received_at,
+            )
+        )
+    return events, {
+        "conversation_id": conversation_id,
+        "message_id": message_id,
+        "events": [event.type for event in events],
+    }
+
+
 async def _place(
     connection: AsyncConnection,
     tenant_id: str,
@@ -642,15 +747,6 @@ def _lifecycle_events(
     return events
 
 
-# Built once (building costs more CPU than executing); the common cases of a message.
-_START_CONVERSATION = CONVERSATIONS.insert()
-_TOUCH_CONVERSATION = (
-    update(CONVERSATIONS)
-    .where(CONVERSATIONS.c.conversation_id == bindparam("touched_conversation"))
-    .values(updated_at=bindparam("touched_at", type_=CONVERSATIONS.c.updated_at.type))
-)
-
-
 async def _record_placement(
     connection: AsyncConnection,
     tenant_id: str,
@@ -658,11 +754,26 @@ async def _record_placement(
     placement: Placement,
     now: datetime,
 ) -> None:
-    if placement.started:
-        await connection.execute(
-            _START_CONVERSATION,
-            {
-                "conversation_id": placement.conversation_id,
+    writes = _ConversationWrites(now)
+    writes.place(tenant_id, customer, placement)
+    await repository.save_conversations(connection, writes.started, writes.changed)
+
+
+class _ConversationWrites:
+    """A batch's placements as rows to write: conversations started (full rows) and the
+    changed columns of existing ones, each the net effect of the batch's messages."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.started: list[dict[str, Any]] = []
+        self._started: dict[str, dict[str, Any]] = {}
+        self.changed: dict[str, dict[str, Any]] = {}
+
+    def place(self, tenant_id: str, customer: Customer, placement: Placement) -> None:
+        conversation_id = placement.conversation_id
+        if placement.started:
+            row = {
+                "conversation_id": conversation_id,
                 "tenant_id": tenant_id,
                 "customer_key": customer.key,
                 "channel": customer.channel.value,
@@ -671,32 +782,44 @@ async def _record_placement(
                 "display_name": customer.display_name,
                 "status": ConversationStatus.OPEN.value,
                 "survey_pending": False,
-                "started_at": now,
-                "updated_at": now,
-            },
+                "started_at": self.now,
+                "updated_at": self.now,
+            }
+            self.started.append(row)
+            self._started[conversation_id] = row
+            return
+        values = self._started.get(conversation_id)
+        if values is None:
+            values = self.changed.setdefault(conversation_id, {})
+        values["updated_at"] = self.now
+        if placement.reopened:
+            values["status"] = ConversationStatus.OPEN.value
+        if placement.switched_from is not None:
+            values.update(
+                channel=customer.channel.value,
+                channel_id=customer.channel_id,
+                address=customer.address,
+                display_name=customer.display_name,
+            )
+
+
+def _placed_state(
+    customer: Customer, placement: Placement, before: ConversationState | None
+) -> ConversationState:
+    """The customer's latest conversation once `placement` is recorded."""
+    if placement.started or before is None:
+        return ConversationState(
+            placement.conversation_id,
+            customer.channel,
+            customer.channel_id,
+            ConversationStatus.OPEN,
         )
-        return
-    if not placement.reopened and placement.switched_from is None:
-        await connection.execute(
-            _TOUCH_CONVERSATION,
-            {"touched_conversation": placement.conversation_id, "touched_at": now},
-        )
-        return
-    values: dict[str, Any] = {"updated_at": now}
+    state = before
     if placement.reopened:
-        values["status"] = ConversationStatus.OPEN.value
+        state = replace(state, status=ConversationStatus.OPEN)
     if placement.switched_from is not None:
-        values.update(
-            channel=customer.channel.value,
-            channel_id=customer.channel_id,
-            address=customer.address,
-            display_name=customer.display_name,
-        )
-    await connection.execute(
-        update(CONVERSATIONS)
-        .where(CONVERSATIONS.c.conversation_id == placement.conversation_id)
-        .values(**values)
-    )
+        state = replace(state, channel=customer.channel, channel_id=customer.channel_id)
+    return state
 
 
 def _channel_of(
