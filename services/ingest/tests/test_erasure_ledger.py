@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.event import listen as event_listen
 
 from convohub.contracts import Envelope, new_event, to_kafka_record
 from convohub.contracts.catalogue import payload_class, payload_examples
@@ -203,3 +204,92 @@ async def test_a_rebuild_of_the_channel_state_keeps_the_conversations_and_skips_
     assert await rows_of(store, WEBCHAT_REPLIES) == []
     [conversation] = await rows_of(store, CONVERSATIONS)  # not dropped by the rebuild
     assert conversation["status"] == "resolved"
+
+
+async def test_the_outbound_intake_writes_a_thread_once_a_batch_and_only_when_it_changes(
+    store: ProjectionStore,
+) -> None:
+    writes: list[str] = []
+
+    def count_thread_writes(*args: Any) -> None:
+        statement = args[2].lstrip()
+        if statement.startswith(("INSERT INTO ingest_outbound", "UPDATE ingest_outbound")):
+            writes.append(statement.split("(")[0])
+
+    event_listen(store.engine.sync_engine, "before_cursor_execute", count_thread_writes)
+    sms = {"channel": "sms", "channel_id": "sms-main", "address": "+14155550100"}
+    email = {"channel": "email", "channel_id": "mail-main", "address": "ana@example.com"}
+
+    def received(conversation_id: str, n: int, **fields: Any) -> Envelope[Any]:
+        return event(
+            "convohub.conversation.message_received.v1",
+            conversation_id=conversation_id,
+            message_id=f"msg-{conversation_id}-{n}",
+            provider_message_id=f"p-{conversation_id}-{n}",
+            **fields,
+        )
+
+    first = [
+        event("convohub.conversation.started.v1", conversation_id="conv-1"),
+        *(received("conv-1", n) for n in range(10)),
+        event("convohub.conversation.started.v1", conversation_id="conv-2"),
+        event(
+            "convohub.conversation.channel_switched.v1",
+            conversation_id="conv-2",
+            to_channel="sms",
+            to_channel_id="sms-main",
+            customer=sms,
+        ),
+        received("conv-2", 0, channel="sms", channel_id="sms-main", customer=sms),
+        event(
+            "convohub.conversation.started.v1",
+            conversation_id="conv-3",
+            channel="email",
+            channel_id="mail-main",
+            customer=email,
+        ),
+        *(
+            received(
+                "conv-3",
+                n,
+                channel="email",
+                channel_id="mail-main",
+                customer=email,
+                content={"text": "hi", "subject": f"Order {n}"},
+            )
+            for n in range(2)
+        ),
+    ]
+    await apply(store, OutboundIntake(), first)
+    # Three new threads in one statement; the switch folded into conv-2's row before it.
+    assert writes == ["INSERT INTO ingest_outbound_threads "], writes
+    threads = {row["conversation_id"]: row for row in await rows_of(store, OUTBOUND_THREADS)}
+    assert (threads["conv-1"]["channel_id"], threads["conv-2"]["channel_id"]) == (
+        "wa-main",
+        "sms-main",
+    )
+    assert threads["conv-2"]["customer"]["address"] == "+14155550100"
+    assert threads["conv-3"]["email_message_ids"] == ["p-conv-3-0", "p-conv-3-1"]
+    assert threads["conv-3"]["subject"] == "Order 1"
+
+    writes.clear()
+    await apply(store, OutboundIntake(), [received("conv-1", n) for n in range(10, 20)])
+    assert writes == []  # nothing a reply needs changed
+    await apply(
+        store,
+        OutboundIntake(),
+        [
+            received("conv-1", 20),
+            event(
+                "convohub.conversation.message_sent.v1",
+                conversation_id="conv-3",
+                message_id="msg-reply",
+            ),
+        ],
+    )
+    assert writes == ["INSERT INTO ingest_outbound_deliveries "], writes
+    (reply,) = await rows_of(store, OUTBOUND_DELIVERIES)
+    assert reply["email_headers"] == {
+        "message_ids": ["p-conv-3-0", "p-conv-3-1"],
+        "subject": "Order 1",
+    }

@@ -16,13 +16,14 @@ Providers, each at the channel's configurable base URL (`settings.api_base_url`)
 from __future__ import annotations
 
 import email.utils
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
 import aiosmtplib
 import httpx
-from sqlalchemy import JSON, Column, Index, Integer, String, Table, and_, or_, select
+from sqlalchemy import JSON, Column, Index, Integer, String, Table, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convohub.ingest.adapters.desk import moment
@@ -42,8 +43,10 @@ __all__ = [
     "OUTBOUND_THREADS",
     "any_due",
     "claim_due",
+    "load_threads",
     "purge_outbound_for",
     "retry_policy_of",
+    "save_threads",
     "send_message",
 ]
 
@@ -94,6 +97,55 @@ OUTBOUND_CUSTOMERS = Table(
 )
 """Whose conversation is whose (customer.identified), so the outbound intake can apply
 customer.erased itself, in log order, on a rebuild from nothing too."""
+
+
+_THREAD_COLUMNS = ("channel", "channel_id", "customer", "email_message_ids", "subject")
+_LOAD_THREADS = select(OUTBOUND_THREADS).where(
+    OUTBOUND_THREADS.c.tenant_id == bindparam("thread_tenant"),
+    OUTBOUND_THREADS.c.conversation_id.in_(bindparam("thread_conversations", expanding=True)),
+)
+_INSERT_THREAD = OUTBOUND_THREADS.insert()
+_UPDATE_THREAD = (
+    OUTBOUND_THREADS.update()
+    .where(
+        OUTBOUND_THREADS.c.tenant_id == bindparam("thread_tenant"),
+        OUTBOUND_THREADS.c.conversation_id == bindparam("thread_conversation"),
+    )
+    .values(
+        {
+            column: bindparam(f"set_{column}", type_=OUTBOUND_THREADS.c[column].type)
+            for column in _THREAD_COLUMNS
+        }
+    )
+)
+
+
+async def load_threads(
+    connection: AsyncConnection, tenant_id: str, conversation_ids: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """The stored threads of these conversations (all columns), by conversation id."""
+    parameters = {"thread_tenant": tenant_id, "thread_conversations": sorted(conversation_ids)}
+    rows = await connection.execute(_LOAD_THREADS, parameters)
+    return {row.conversation_id: dict(row._mapping) for row in rows}
+
+
+async def save_threads(
+    connection: AsyncConnection,
+    inserted: Sequence[dict[str, Any]],
+    updated: Sequence[dict[str, Any]],
+) -> None:
+    """Insert new threads and rewrite changed ones (full rows), one executemany each."""
+    if inserted:
+        await connection.execute(_INSERT_THREAD, list(inserted))
+    if updated:
+        await connection.execute(
+            _UPDATE_THREAD,
+            [
+                {"thread_tenant": row["tenant_id"], "thread_conversation": row["conversation_id"]}
+                | {f"set_{column}": row[column] for column in _THREAD_COLUMNS}
+                for row in updated
+            ],
+        )
 
 
 async def claim_due(connection: AsyncConnection, now: datetime, limit: int) -> list[dict[str, Any]]:

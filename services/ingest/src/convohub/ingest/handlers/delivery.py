@@ -12,7 +12,7 @@ try again, false once it gives up).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -37,8 +37,10 @@ from convohub.ingest.adapters.outbound import (
     OUTBOUND_THREADS,
     any_due,
     claim_due,
+    load_threads,
     purge_outbound_for,
     retry_policy_of,
+    save_threads,
     send_message,
     sends_natively,
 )
@@ -86,25 +88,32 @@ class OutboundIntake(Projection):
 
     async def apply(self, events: Sequence[ConsumedEvent], uow: UnitOfWork) -> None:
         erased = await _erased_of(uow, [consumed.event for consumed in events])
+        threads = _Threads(uow)
+        await threads.load(
+            (consumed.event.tenantid, consumed.event.data.conversation_id)
+            for consumed in events
+            if consumed.event.type in _THREAD_EVENTS
+        )
         for consumed in events:
             event = consumed.event
+            if event.type in _THREAD_EVENTS:
+                if (event.tenantid, event.data.conversation_id) not in erased:
+                    await threads.apply(event)
+                continue
+            # Anything else may read the threads (a survey, a reply's e-mail headers) or
+            # purge them (an erasure): write what this batch changed first.
+            await threads.save()
             if event.type == "convohub.customer.identified.v1":
                 await self._identified(uow, event)
                 continue
             if event.type == "convohub.customer.erased.v1":
                 conversations = await self._erase(uow, event)
                 erased |= {(event.tenantid, conversation) for conversation in conversations}
+                threads.forget()
                 continue
             conversation_id = getattr(event.data, "conversation_id", None)
             is_erased = (event.tenantid, conversation_id) in erased
-            if event.type in (
-                "convohub.conversation.started.v1",
-                "convohub.conversation.message_received.v1",
-                "convohub.conversation.channel_switched.v1",
-            ):
-                if not is_erased:
-                    await self._thread(uow, event)
-            elif event.type == "convohub.conversation.message_sent.v1":
+            if event.type == "convohub.conversation.message_sent.v1":
                 await self._queue(uow, event, erased=is_erased)
             elif event.type in (
                 "convohub.conversation.message_delivered.v1",
@@ -113,6 +122,7 @@ class OutboundIntake(Projection):
                 await self._outcome(uow, event)
             elif event.type == "convohub.feedback.survey_sent.v1" and not is_erased:
                 await self._survey(uow, consumed)
+        await threads.save()
 
     async def _identified(self, uow: UnitOfWork, event: Envelope[Any]) -> None:
         if event.data.conversation_id is None:
@@ -170,52 +180,6 @@ class OutboundIntake(Projection):
                 .where(*where, table.c.attempts < data.attempts)
                 .values(attempts=data.attempts)
             )
-
-    async def _thread(self, uow: UnitOfWork, event: Envelope[Any]) -> None:
-        data = event.data
-        key = {"tenant_id": event.tenantid, "conversation_id": data.conversation_id}
-        row = (
-            (
-                await uow.connection.execute(
-                    select(OUTBOUND_THREADS).where(
-                        OUTBOUND_THREADS.c.tenant_id == key["tenant_id"],
-                        OUTBOUND_THREADS.c.conversation_id == key["conversation_id"],
-                    )
-                )
-            )
-            .mappings()
-            .first()
-        )
-        values: dict[str, Any] = (
-            dict(row) if row else {**key, "email_message_ids": [], "subject": None}
-        )
-        if event.type == "convohub.conversation.channel_switched.v1":
-            values["channel"], values["channel_id"] = data.to_channel.value, data.to_channel_id
-            values["customer"] = data.customer.model_dump(mode="json")
-        else:
-            if event.type == "convohub.conversation.started.v1" or not values.get("channel"):
-                values["channel"], values["channel_id"] = data.channel.value, data.channel_id
-                values["customer"] = data.customer.model_dump(mode="json")
-            if (
-                event.type == "convohub.conversation.message_received.v1"
-                and data.channel.value == "email"
-            ):
-                ids = list(values["email_message_ids"])
-                if data.provider_message_id not in ids:
-                    ids.append(data.provider_message_id)
-                values["email_message_ids"] = ids[-20:]
-                values["subject"] = data.content.subject or values.get("subject")
-        if row:
-            await uow.connection.execute(
-                OUTBOUND_THREADS.update()
-                .where(
-                    OUTBOUND_THREADS.c.tenant_id == key["tenant_id"],
-                    OUTBOUND_THREADS.c.conversation_id == key["conversation_id"],
-                )
-                .values(**values)
-            )
-        else:
-            await uow.connection.execute(OUTBOUND_THREADS.insert().values(**values))
 
     async def _queue(self, uow: UnitOfWork, event: Envelope[Any], *, erased: bool) -> None:
         data: MessageSent = event.data
@@ -302,6 +266,91 @@ class OutboundIntake(Projection):
             caused_by(event, message, source=SOURCE, time=event.time),
             traceparent=consumed.traceparent,
         )
+
+
+_THREAD_EVENTS = frozenset(
+    {
+        "convohub.conversation.started.v1",
+        "convohub.conversation.message_received.v1",
+        "convohub.conversation.channel_switched.v1",
+    }
+)
+
+
+class _Threads:
+    """A batch's view of the conversations' threads (channel, customer address, e-mail
+    headers): read once for the batch, changed in memory, written back with one statement
+    per kind of write. A thread an event leaves as it was is not written at all."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._connection = uow.connection
+        self._rows: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._inserted: dict[tuple[str, str], dict[str, Any]] = {}
+        self._updated: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def load(self, keys: Iterable[tuple[str, str]]) -> None:
+        by_tenant: dict[str, set[str]] = {}
+        for tenant_id, conversation_id in keys:
+            if (tenant_id, conversation_id) not in self._rows:
+                by_tenant.setdefault(tenant_id, set()).add(conversation_id)
+        for tenant_id, conversation_ids in by_tenant.items():
+            found = await load_threads(self._connection, tenant_id, conversation_ids)
+            for conversation_id in conversation_ids:
+                self._rows[(tenant_id, conversation_id)] = found.get(conversation_id)
+
+    async def apply(self, event: Envelope[Any]) -> None:
+        data = event.data
+        key = (event.tenantid, data.conversation_id)
+        await self.load([key])
+        row = self._rows[key]
+        values: dict[str, Any] = (
+            dict(row)
+            if row
+            else {
+                "tenant_id": event.tenantid,
+                "conversation_id": data.conversation_id,
+                "channel": None,
+                "channel_id": None,
+                "customer": None,
+                "email_message_ids": [],
+                "subject": None,
+            }
+        )
+        if event.type == "convohub.conversation.channel_switched.v1":
+            values["channel"], values["channel_id"] = data.to_channel.value, data.to_channel_id
+            values["customer"] = data.customer.model_dump(mode="json")
+        else:
+            if event.type == "convohub.conversation.started.v1" or not values.get("channel"):
+                values["channel"], values["channel_id"] = data.channel.value, data.channel_id
+                values["customer"] = data.customer.model_dump(mode="json")
+            if (
+                event.type == "convohub.conversation.message_received.v1"
+                and data.channel.value == "email"
+            ):
+                ids = list(values["email_message_ids"])
+                if data.provider_message_id not in ids:
+                    ids.append(data.provider_message_id)
+                values["email_message_ids"] = ids[-20:]
+                values["subject"] = data.content.subject or values.get("subject")
+        if values == row:
+            return
+        self._rows[key] = values
+        if row is None or key in self._inserted:
+            self._inserted[key] = values
+        else:
+            self._updated[key] = values
+
+    async def save(self) -> None:
+        if self._inserted or self._updated:
+            await save_threads(
+                self._connection, list(self._inserted.values()), list(self._updated.values())
+            )
+            self._inserted.clear()
+            self._updated.clear()
+
+    def forget(self) -> None:
+        """Drop what was read (after a purge changed the stored threads)."""
+        self._rows.clear()
 
 
 async def _erased_of(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> set[tuple[str, str]]:
