@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from convohub.runtime.http import install_problem_handlers
 from convohub.runtime.http_telemetry import HttpTelemetryMiddleware
@@ -41,7 +42,12 @@ def create_service_app(
             if manage_bus:
                 await host.bus.stop()
 
-    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    # FastAPI's native OpenTelemetry (on once `setup_telemetry` installs providers) would
+    # add a second server span in a trace of its own, per-operation spans and a second
+    # request histogram to what HttpTelemetryMiddleware records: about a tenth of the CPU
+    # of a `convohub serve ingest` webhook, exported or not.
+    native_telemetry_off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, telemetry=native_telemetry_off)
     app.state.hub_config = host.config
     app.state.host = host
     install_problem_handlers(app)
