@@ -39,6 +39,7 @@ from typing import Any
 
 import httpx
 
+from convohub.cli.aiohttp_transport import AiohttpTransport
 from convohub.cli.sample import EXAMPLE
 from convohub.cli.simulate import SimulationStats, simulate
 from convohub.runtime.config import parse_config
@@ -93,10 +94,10 @@ def tree_cpu_seconds(root: int) -> float:
 
 
 async def healthz_rate(base: str, seconds: float = 3.0, connections: int = 64) -> float:
-    """Requests a second the hub answers on /healthz from this client (the raw baseline)."""
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    """Requests a second the hub answers on /healthz from this client (the raw baseline),
+    through the same HTTP client stack as the simulator's."""
     done = 0
-    async with httpx.AsyncClient(base_url=base, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=base, transport=AiohttpTransport(connections)) as client:
         deadline = time.monotonic() + seconds
 
         async def worker() -> None:

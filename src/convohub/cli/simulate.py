@@ -44,6 +44,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from convohub.cli.aiohttp_transport import AiohttpTransport
 from convohub.runtime.config import ChannelConfig, ConfigError, HubConfig, Role, Tenant, load_config
 from convohub.runtime.settings import RuntimeSettings
 
@@ -80,6 +81,8 @@ SURVEY_ANSWER_SHARE = 0.6
 AGENT_CAPACITY = 20
 MEAN_HANDLE_SECONDS = 9.0
 POLLING_SLOTS = 8
+OFFER_POLL_SECONDS = 0.2  # how often the simulated agents look at their offers, together
+ROUTING_CHECK_SECONDS = 3.0  # a waiting conversation checks its routing (auto-accept) this often
 CUSTOMER_CONNECTIONS = 40
 AGENT_CONNECTIONS = 24
 
@@ -887,6 +890,10 @@ class _Simulation:
         # Waiting conversations share a few polling slots: when the hub slows down, the
         # simulator's own polling slows with it instead of piling on.
         self.polls = asyncio.Semaphore(POLLING_SLOTS)
+        self.agent_ids = frozenset(plan.agents)
+        # Conversations waiting for one of our agents to accept: the future gets the agent.
+        self.offer_waiters: dict[str, tuple[asyncio.Future[str], float]] = {}
+        self.accepting: set[str] = set()  # offer ids being accepted
         feedback = tenant.feedback or {}
         self.survey_delay = (
             float(feedback.get("delay_seconds", 300))
@@ -1076,36 +1083,66 @@ class _Simulation:
     # -- an agent's side of one conversation --
 
     async def await_assignment(self, conversation_id: str, accept_delay: float) -> str | None:
-        """Accept the offer made to one of our agents; the agent it went to, or None."""
-        pause = 0.25
-        while time.monotonic() < self.deadline:
-            async with self.polls:
-                found = await self.hub.request(
-                    "GET",
-                    f"/v1/conversations/{conversation_id}/routing",
-                    headers=self.auth,
-                    ok=(404,),
-                )
-            routing = found.json() if found is not None and found.status_code == 200 else {}
-            state, agent_id = routing.get("state"), routing.get("agent_id")
-            if state == "assigned" and agent_id:
-                return str(agent_id)
-            if state == "offered" and agent_id in self.plan.agents and routing.get("offer_id"):
-                await asyncio.sleep(accept_delay)
-                accepted = await self.hub.request(
-                    "POST",
-                    f"/v1/offers/{routing['offer_id']}/accept",
-                    headers=self.auth,
-                    ok=(404, 409, 410),
-                )
-                if accepted is not None and accepted.is_success:
-                    return str(agent_id)
-                self.stats.offers_missed += 1  # expired, or taken meanwhile: look again
-                pause = 0.25
+        """Wait until one of our agents accepted this conversation's offer (the offer desk
+        does it); the agent, or None when the run ends first. Every few seconds the
+        routing is looked at too: a conversation can be assigned without an offer."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.offer_waiters[conversation_id] = (future, accept_delay)
+        try:
+            while time.monotonic() < self.deadline:
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(
+                        asyncio.shield(future), timeout=ROUTING_CHECK_SECONDS
+                    )
+                async with self.polls:
+                    found = await self.hub.request(
+                        "GET",
+                        f"/v1/conversations/{conversation_id}/routing",
+                        headers=self.auth,
+                        ok=(404,),
+                    )
+                routing = found.json() if found is not None and found.status_code == 200 else {}
+                if routing.get("state") == "assigned" and routing.get("agent_id"):
+                    return str(routing["agent_id"])
+            return None
+        finally:
+            del self.offer_waiters[conversation_id]
+
+    async def offer_desk(self) -> None:
+        """The simulated agents look at their offers together, one request for all of them
+        (as an agent's desk page would for one), and accept each after its think time."""
+        while True:
+            await asyncio.sleep(OFFER_POLL_SECONDS)
+            if not self.offer_waiters:
                 continue
-            await asyncio.sleep(pause)
-            pause = min(0.75, pause * 1.5)
-        return None
+            listed = await self.hub.request("GET", "/v1/offers", headers=self.auth)
+            for offer in listed.json()["offers"] if listed is not None else []:
+                waiting = self.offer_waiters.get(offer["conversation_id"])
+                if (
+                    waiting is None
+                    or waiting[0].done()
+                    or offer["agent_id"] not in self.agent_ids
+                    or offer["offer_id"] in self.accepting
+                ):
+                    continue
+                self.accepting.add(offer["offer_id"])
+                self.spawn(self.accept(offer["offer_id"], offer["agent_id"], *waiting))
+
+    async def accept(
+        self, offer_id: str, agent_id: str, future: asyncio.Future[str], delay: float
+    ) -> None:
+        try:
+            await asyncio.sleep(delay)
+            accepted = await self.hub.request(
+                "POST", f"/v1/offers/{offer_id}/accept", headers=self.auth, ok=(404, 409, 410)
+            )
+            if accepted is not None and accepted.is_success:
+                if not future.done():
+                    future.set_result(agent_id)
+            else:
+                self.stats.offers_missed += 1  # expired, or taken meanwhile: a new offer follows
+        finally:
+            self.accepting.discard(offer_id)
 
     async def reply(self, conversation_id: str, agent_id: str, language: str) -> bool:
         text = random.choice(_REPLIES[language])
@@ -1356,12 +1393,11 @@ async def simulate(
     stats = SimulationStats(duration=duration, planned=len(plan.conversations))
     run_id = uuid.uuid4().hex[:10]
     connections = CUSTOMER_CONNECTIONS + AGENT_CONNECTIONS
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     started = time.monotonic()
     async with httpx.AsyncClient(
         base_url=base_url.rstrip("/"),
         timeout=httpx.Timeout(30.0, pool=None),  # a slow hub queues requests here, not fails
-        limits=limits,
+        transport=AiohttpTransport(connections),
     ) as client:
         (await client.get("/healthz")).raise_for_status()  # fail fast on a wrong --url
         hub = _Hub(client, stats)
@@ -1391,6 +1427,7 @@ async def simulate(
                 stats.phase = "agents"
                 await run.agents_online()
                 background.append(asyncio.create_task(run.heartbeats()))
+                background.append(asyncio.create_task(run.offer_desk()))
             background.append(asyncio.create_task(run.discover()))
             stats.phase = "traffic"
             started = time.monotonic()
