@@ -1,6 +1,8 @@
 """Random sequences of arrivals, presence changes, offers, resolutions and redeliveries run
-against the real workflow on SQLite: no agent ever exceeds a capacity, an agent's load always
-equals the conversations it holds, and no conversation is assigned twice."""
+against the real workflow on SQLite, through two stores on one database (two router replicas,
+each with its in-memory roster): no agent ever exceeds a capacity, an agent's load always
+equals the conversations it holds, no conversation is assigned twice, and a replica's roster
+never takes an agent for current that another transaction changed."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from sqlalchemy import select
 from convohub.contracts.events.agent import Presence, PresenceChangeReason
 from convohub.contracts.events.common import Channel
 from convohub.contracts.events.routing import OfferDeclineReason
+from convohub.router.adapters import repository as repo
+from convohub.router.adapters.roster import rosters_of
 from convohub.router.adapters.tables import AGENT_CHANNELS, AGENTS, CONVERSATIONS, METADATA
 from convohub.router.domain import assignment
 from convohub.router.domain.config import RoutingConfig
@@ -76,9 +80,9 @@ class RoutingMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.folder = tempfile.TemporaryDirectory()
-        self.store = ProjectionStore(
-            create_engine(f"sqlite+aiosqlite:///{Path(self.folder.name) / 'r.db'}")
-        )
+        url = f"sqlite+aiosqlite:///{Path(self.folder.name) / 'r.db'}"
+        self.store = ProjectionStore(create_engine(url))
+        self.replicas = [self.store, ProjectionStore(create_engine(url))]
         self.run(migrate_runtime(self.store.engine))
         self.run(self._create())
         self.now = datetime(2026, 1, 5, 9, tzinfo=UTC)
@@ -94,13 +98,14 @@ class RoutingMachine(RuleBasedStateMachine):
 
     def command(self, action: Any) -> Any:
         try:
-            return self.run(run_command(self.store, self.configs, self.now, action))
+            return self.run(run_command(self.replicas[0], self.configs, self.now, action))
         except CommandRefused:
             return None
 
     def teardown(self) -> None:
         assignment.SHORTLIST_ABOVE = WHOLE_FLOOR_UP_TO
-        self.run(self.store.engine.dispose())
+        for store in self.replicas:
+            self.run(store.engine.dispose())
         self.loop.close()
         self.folder.cleanup()
 
@@ -113,7 +118,6 @@ class RoutingMachine(RuleBasedStateMachine):
         self.configs["acme"] = routing(mode, strategy)
         if indexed:  # decide through the agent index, as on floors of more than 64 agents
             assignment.SHORTLIST_ABOVE = 0
-        from convohub.router.adapters import repository as repo
 
         async def roster(work: Workflow) -> None:
             for agent in self.configs["acme"].agents:
@@ -149,6 +153,11 @@ class RoutingMachine(RuleBasedStateMachine):
         conversation = f"c{len(self.conversations)}"
         self.conversations[conversation] = (f"+{customer}", channel, text)
         self._deliver(conversation)
+
+    @rule()
+    def other_replica(self) -> None:
+        """The following commands run on the other replica (the other store)."""
+        self.replicas.reverse()
 
     @rule(data=st.data())
     def redeliver(self, data: st.DataObject) -> None:
@@ -208,6 +217,23 @@ class RoutingMachine(RuleBasedStateMachine):
             conversations = (await connection.execute(select(CONVERSATIONS))).all()
             outbox = (await connection.execute(select(OUTBOX.c.value))).all()
             return agents, channels, conversations, outbox
+
+    async def _rosters_checked(self) -> None:
+        for store in self.replicas:
+            roster = rosters_of(store)._tenants.get("acme")
+            if roster is None:
+                continue
+            async with store.engine.connect() as connection:
+                versions = await repo.agent_versions(connection, "acme")
+                agents = {a.id: a for a in await repo.agent_states(connection, "acme")}
+            for agent_id, copy in roster.index.agents.items():
+                if roster.versions.get(agent_id) == versions.get(agent_id):
+                    assert copy == agents[agent_id], (copy, agents[agent_id])
+
+    @invariant()
+    def rosters_taken_for_current_are_current(self) -> None:
+        if self.configs:
+            self.run(self._rosters_checked())
 
     @invariant()
     def capacity_holds_and_nothing_is_assigned_twice(self) -> None:

@@ -62,10 +62,9 @@ from convohub.contracts.events.sla import SlaEscalated, SlaEscalationAction
 from convohub.contracts.payload import EventPayload
 from convohub.contracts.topics import AGENT, CONVERSATION, CUSTOMER, FEEDBACK, SLA
 from convohub.router.adapters import repository as repo
+from convohub.router.adapters.roster import rosters_of
 from convohub.router.adapters.tables import METADATA
 from convohub.router.domain.assignment import (
-    SHORTLIST_ABOVE,
-    AgentIndex,
     Decision,
     choose_agent,
     estimated_wait_seconds,
@@ -419,13 +418,8 @@ class Workflow:
             (repo.waiting_of(row) for row in rows),
             key=lambda w: queue_key(w, self.now, config.aging_seconds_per_priority),
         )
-        agents = await repo.agent_states(
-            connection,
-            tenant_id,
-            available_and={w.preferred_agent for w in waiting if w.preferred_agent},
-            whole_floor_up_to=SHORTLIST_ABOVE,
-        )
-        index = AgentIndex(config, agents)
+        roster = await rosters_of(self.uow.store).current(connection, tenant_id, config)
+        index = roster.index
         plan = repo.Placements(tenant_id)
         by_id = {row.conversation_id: row for row in rows}
         placed: set[str] = set()
@@ -458,7 +452,7 @@ class Workflow:
             round_robin[item.skill_group] = agent.id
             if config.strategy is Strategy.ROUND_ROBIN:
                 plan.round_robin[item.skill_group] = agent.id
-            index.replace(
+            roster.update(
                 replace(
                     agent,
                     load=agent.load + 1,

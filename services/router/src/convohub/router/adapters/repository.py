@@ -13,6 +13,7 @@ while different tenants' rounds run in parallel.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from convohub.contracts.events.common import AgentTier, Channel, Priority
 from convohub.router.adapters.tables import (
     AGENT_CHANNELS,
+    AGENT_VERSIONS,
     AGENTS,
     CONVERSATIONS,
     CUSTOMERS,
@@ -65,6 +67,41 @@ def _insert(connection: AsyncConnection, table: Any) -> Any:
     """The dialect's INSERT, which has `on_conflict_do_nothing` / `on_conflict_do_update`."""
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
+
+
+# --- agent versions -------------------------------------------------------------------------
+
+
+async def changed_agents(
+    connection: AsyncConnection, tenant_id: str, agent_ids: Iterable[str]
+) -> None:
+    """Give the agents new random versions in the caller's transaction. Every function here
+    that changes an agent's row or channel rows calls it, so that an in-memory copy of an
+    agent (`roster.Rosters`) is known to be stale, whoever changed it, once committed."""
+    rows = [{"b_agent": agent_id, "b_version": secrets.randbits(62)} for agent_id in agent_ids]
+    if not rows:
+        return
+    statement = _insert(connection, AGENT_VERSIONS).values(
+        tenant_id=tenant_id, agent_id=bindparam("b_agent"), version=bindparam("b_version")
+    )
+    await connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=[AGENT_VERSIONS.c.tenant_id, AGENT_VERSIONS.c.agent_id],
+            set_={"version": statement.excluded.version},
+        ),
+        rows,
+    )
+
+
+async def agent_versions(connection: AsyncConnection, tenant_id: str) -> dict[str, int]:
+    """The tenant's agents' current versions (agents never changed since the table was added
+    have none)."""
+    rows = await connection.execute(
+        select(AGENT_VERSIONS.c.agent_id, AGENT_VERSIONS.c.version).where(
+            AGENT_VERSIONS.c.tenant_id == tenant_id
+        )
+    )
+    return dict(rows.all())
 
 
 # --- agents ---------------------------------------------------------------------------------
@@ -145,6 +182,7 @@ async def upsert_agent(
                     load=0,
                 )
             )
+    await changed_agents(connection, tenant_id, [agent_id])
     return not exists
 
 
@@ -202,6 +240,7 @@ async def set_presence(
         .where(AGENTS.c.tenant_id == tenant_id, AGENTS.c.agent_id == agent_id)
         .values(**values)
     )
+    await changed_agents(connection, tenant_id, [agent_id])
     return None if row.presence == presence else str(row.presence)
 
 
@@ -231,46 +270,29 @@ AGENT_STATE_COLUMNS = ("agent_id", "tier", "skills", "presence", "load", "capaci
 
 
 async def agent_states(
-    connection: AsyncConnection,
-    tenant_id: str,
-    *,
-    available_and: Collection[str] | None = None,
-    whole_floor_up_to: int = 0,
+    connection: AsyncConnection, tenant_id: str, *, only: Collection[str] | None = None
 ) -> list[AgentState]:
-    """The tenant's agents with their loads and capacities per channel.
-
-    With `available_and`, only the online agents and those named (say, queued conversations'
-    previous agents) are read, unless that leaves `whole_floor_up_to` agents or fewer: then
-    every agent is (small floors list offline agents in explanations; large ones are read
-    without their offline part)."""
+    """The tenant's agents (or `only` those) with their loads and capacities per channel."""
     columns = [AGENTS.c[name] for name in AGENT_STATE_COLUMNS]
     query = select(*columns).where(AGENTS.c.tenant_id == tenant_id)
-    if available_and is not None:
-        available = AGENTS.c.presence == "online"
-        if available_and:
-            available = available | AGENTS.c.agent_id.in_(sorted(available_and))
-        agents = (await connection.execute(query.where(available))).all()
-        if len(agents) <= whole_floor_up_to:
-            agents = (await connection.execute(query)).all()
-    else:
-        agents = (await connection.execute(query)).all()
+    channel_query = select(
+        AGENT_CHANNELS.c.agent_id,
+        AGENT_CHANNELS.c.channel,
+        AGENT_CHANNELS.c.load,
+        AGENT_CHANNELS.c.capacity,
+    ).where(
+        AGENT_CHANNELS.c.tenant_id == tenant_id,
+        (AGENT_CHANNELS.c.capacity > 0) | (AGENT_CHANNELS.c.load > 0),
+    )
+    if only is not None:
+        query = query.where(AGENTS.c.agent_id.in_(sorted(only)))
+        channel_query = channel_query.where(AGENT_CHANNELS.c.agent_id.in_(sorted(only)))
+    agents = (await connection.execute(query)).all()
     agents.sort(key=lambda row: row.agent_id)
-    wanted = {row.agent_id for row in agents}
     channels: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
-    for agent_id, channel, load, capacity in await connection.execute(
-        select(
-            AGENT_CHANNELS.c.agent_id,
-            AGENT_CHANNELS.c.channel,
-            AGENT_CHANNELS.c.load,
-            AGENT_CHANNELS.c.capacity,
-        ).where(
-            AGENT_CHANNELS.c.tenant_id == tenant_id,
-            (AGENT_CHANNELS.c.capacity > 0) | (AGENT_CHANNELS.c.load > 0),
-        )
-    ):
-        if agent_id in wanted:
-            loads, caps = channels.setdefault(agent_id, ({}, {}))
-            loads[channel], caps[channel] = load, capacity
+    for agent_id, channel, load, capacity in await connection.execute(channel_query):
+        loads, caps = channels.setdefault(agent_id, ({}, {}))
+        loads[channel], caps[channel] = load, capacity
     tiers = {tier.value: tier for tier in AgentTier}
     return [
         AgentState(
@@ -341,6 +363,7 @@ async def reserve(connection: AsyncConnection, tenant_id: str, agent_id: str, ch
     if total.rowcount != 1:
         await _release_channel(connection, tenant_id, agent_id, channel)
         return False
+    await changed_agents(connection, tenant_id, [agent_id])
     return True
 
 
@@ -353,6 +376,7 @@ async def release(
         .where(AGENTS.c.tenant_id == tenant_id, AGENTS.c.agent_id == agent_id, AGENTS.c.load > 0)
         .values(load=AGENTS.c.load - 1, idle_since=now)
     )
+    await changed_agents(connection, tenant_id, [agent_id])
 
 
 async def _release_channel(
@@ -449,6 +473,7 @@ class Placements:
             .values(load=AGENTS.c.load + bindparam("b_count")),
             [{"b_agent": agent_id, "b_count": count} for agent_id, count in totals.items()],
         )
+        await changed_agents(connection, tenant, sorted(totals))
         agents = sorted(totals)
         over = await connection.scalar(
             select(func.count())

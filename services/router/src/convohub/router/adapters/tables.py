@@ -4,7 +4,18 @@ conditional updates, so no transaction can push a load above its capacity."""
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
 
 METADATA = MetaData()
 
@@ -32,6 +43,18 @@ AGENT_CHANNELS = Table(
     Column("channel", String(16), primary_key=True),
     Column("capacity", Integer, nullable=False),
     Column("load", Integer, nullable=False, default=0),
+)
+
+AGENT_VERSIONS = Table(
+    "router_agent_versions",
+    METADATA,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("agent_id", String(128), primary_key=True),
+    # A new random number in every transaction that changes the agent's row or its channel
+    # rows (never a counter: a rolled-back change must not be mistaken for a later one).
+    # A dispatch round compares it with its in-memory copy of the agent to know what to
+    # re-read. (A table of its own, so stores created before it keep working.)
+    Column("version", BigInteger, nullable=False),
 )
 
 CONVERSATIONS = Table(

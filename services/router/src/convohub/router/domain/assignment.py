@@ -270,11 +270,11 @@ class AgentIndex:
         return self._free[channel] > 0
 
     def replace(self, agent: AgentState) -> None:
-        """The agent's new state (after a placement)."""
-        previous = self.agents[agent.id]
+        """The agent's new state (after a placement, or as read again); a new one is added."""
+        previous = self.agents.get(agent.id)
         self.agents[agent.id] = agent
         for channel in self._free:
-            was = previous.online and previous.free_on(channel)
+            was = previous is not None and previous.online and previous.free_on(channel)
             self._free[channel] += (agent.online and agent.free_on(channel)) - was
         for key, ordered in self._ordered.items():
             entries = self._entries[key]
