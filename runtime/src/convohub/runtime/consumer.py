@@ -99,6 +99,36 @@ class _Item:
     error: InvalidEventError | None
 
 
+class _DecodedEvents:
+    """Events decoded lately in this process, by their record's value and headers.
+
+    A process's projection groups read the same records (ingest's three, every group of
+    `convohub up`), and validating an event costs more than most projections spend applying
+    it. Decoding is a function of those bytes and events are frozen models, so the groups
+    share one decoded event. The oldest entries go first past `size`.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._events: dict[tuple[bytes, tuple[tuple[str, bytes], ...]], Envelope[Any]] = {}
+
+    def decode(self, value: bytes, headers: tuple[tuple[str, bytes], ...]) -> Envelope[Any]:
+        key = (value, headers)
+        try:
+            event = self._events.get(key)
+        except TypeError:  # headers given as lists: decode without remembering
+            return from_kafka_record(value, headers)
+        if event is None:
+            event = from_kafka_record(value, headers)  # raises InvalidEventError
+            self._events[key] = event
+            if len(self._events) > self.size:
+                del self._events[next(iter(self._events))]
+        return event
+
+
+_DECODED = _DecodedEvents()
+
+
 class ProjectionRunner:
     """Runs one projection as a member of its consumer group."""
 
@@ -204,7 +234,7 @@ class ProjectionRunner:
         if record.value is None:  # a tombstone deletes a key; it is no event to apply
             return _Item(record, None, None)
         try:
-            return _Item(record, from_kafka_record(record.value, record.headers), None)
+            return _Item(record, _DECODED.decode(record.value, tuple(record.headers)), None)
         except InvalidEventError as error:
             return _Item(record, None, error)
 
