@@ -79,9 +79,10 @@ SWITCH_SHARE = 0.15
 TRANSFER_SHARE = 0.10
 SURVEY_ANSWER_SHARE = 0.6
 AGENT_CAPACITY = 20
-MEAN_HANDLE_SECONDS = 9.0
+MEAN_HANDLE_SECONDS = 25.0  # offer accepted -> resolved, median of a 10/s run of `up`
 POLLING_SLOTS = 8
 OFFER_POLL_SECONDS = 0.2  # how often the simulated agents look at their offers, together
+DEFAULT_ACCEPT_DELAY = 0.5  # for an offer whose conversation this run has not bound yet
 ROUTING_CHECK_SECONDS = 3.0  # a waiting conversation checks its routing (auto-accept) this often
 CUSTOMER_CONNECTIONS = 40
 AGENT_CONNECTIONS = 24
@@ -892,8 +893,11 @@ class _Simulation:
         self.polls = asyncio.Semaphore(POLLING_SLOTS)
         self.agent_ids = frozenset(plan.agents)
         # Conversations waiting for one of our agents to accept: the future gets the agent.
-        self.offer_waiters: dict[str, tuple[asyncio.Future[str], float]] = {}
+        self.offer_waiters: dict[str, asyncio.Future[str]] = {}
         self.accepting: set[str] = set()  # offer ids being accepted
+        # Offers our agents accepted before the conversation's handler waited for them (its
+        # id was not known yet): conversation id -> agent.
+        self.accepted_early: dict[str, str] = {}
         feedback = tenant.feedback or {}
         self.survey_delay = (
             float(feedback.get("delay_seconds", 300))
@@ -1082,12 +1086,14 @@ class _Simulation:
 
     # -- an agent's side of one conversation --
 
-    async def await_assignment(self, conversation_id: str, accept_delay: float) -> str | None:
+    async def await_assignment(self, conversation_id: str) -> str | None:
         """Wait until one of our agents accepted this conversation's offer (the offer desk
         does it); the agent, or None when the run ends first. Every few seconds the
         routing is looked at too: a conversation can be assigned without an offer."""
+        if conversation_id in self.accepted_early:
+            return self.accepted_early.pop(conversation_id)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.offer_waiters[conversation_id] = (future, accept_delay)
+        self.offer_waiters[conversation_id] = future
         try:
             while time.monotonic() < self.deadline:
                 with contextlib.suppress(TimeoutError):
@@ -1106,41 +1112,41 @@ class _Simulation:
                     return str(routing["agent_id"])
             return None
         finally:
-            del self.offer_waiters[conversation_id]
+            # A customer who switched channel has two handlers on one conversation.
+            if self.offer_waiters.get(conversation_id) is future:
+                del self.offer_waiters[conversation_id]
 
     async def offer_desk(self) -> None:
         """The simulated agents look at their offers together, one request for all of them
-        (as an agent's desk page would for one), and accept each after its think time."""
+        (as an agent's desk page would for one), and accept each after its think time:
+        every offer made to one of them, also for a conversation whose id this run has
+        not learnt yet."""
         while True:
             await asyncio.sleep(OFFER_POLL_SECONDS)
-            if not self.offer_waiters:
-                continue
             listed = await self.hub.request("GET", "/v1/offers", headers=self.auth)
             for offer in listed.json()["offers"] if listed is not None else []:
-                waiting = self.offer_waiters.get(offer["conversation_id"])
-                if (
-                    waiting is None
-                    or waiting[0].done()
-                    or offer["agent_id"] not in self.agent_ids
-                    or offer["offer_id"] in self.accepting
-                ):
+                if offer["agent_id"] not in self.agent_ids or offer["offer_id"] in self.accepting:
                     continue
                 self.accepting.add(offer["offer_id"])
-                self.spawn(self.accept(offer["offer_id"], offer["agent_id"], *waiting))
+                offered = offer["offer_id"], offer["agent_id"], offer["conversation_id"]
+                self.spawn(self.accept(*offered))
 
-    async def accept(
-        self, offer_id: str, agent_id: str, future: asyncio.Future[str], delay: float
-    ) -> None:
+    async def accept(self, offer_id: str, agent_id: str, conversation_id: str) -> None:
+        tracked = self.by_conversation.get(conversation_id)
+        delay = (tracked.planned.accept_delay if tracked else DEFAULT_ACCEPT_DELAY) * self.pace
         try:
             await asyncio.sleep(delay)
             accepted = await self.hub.request(
                 "POST", f"/v1/offers/{offer_id}/accept", headers=self.auth, ok=(404, 409, 410)
             )
-            if accepted is not None and accepted.is_success:
-                if not future.done():
-                    future.set_result(agent_id)
-            else:
+            if accepted is None or not accepted.is_success:
                 self.stats.offers_missed += 1  # expired, or taken meanwhile: a new offer follows
+                return
+            waiting = self.offer_waiters.get(conversation_id)
+            if waiting is None:
+                self.accepted_early[conversation_id] = agent_id
+            elif not waiting.done():
+                waiting.set_result(agent_id)
         finally:
             self.accepting.discard(offer_id)
 
@@ -1168,9 +1174,8 @@ class _Simulation:
     async def handle(self, tracked: _Tracked, conversation_id: str) -> None:
         planned = tracked.planned
         customer = planned.customer
-        accept_delay = planned.accept_delay * self.pace
         try:
-            agent_id = await self.await_assignment(conversation_id, accept_delay)
+            agent_id = await self.await_assignment(conversation_id)
             if agent_id is None:
                 return
             tracked.assigned_agent = agent_id
@@ -1194,7 +1199,7 @@ class _Simulation:
                 if moved is not None and moved.is_success:
                     self.stats.transfers += 1
                     await asyncio.sleep(0.3)
-                    agent_id = await self.await_assignment(conversation_id, accept_delay)
+                    agent_id = await self.await_assignment(conversation_id)
                     if agent_id is None:
                         return
             await asyncio.sleep(planned.agent_think[-1] * self.pace)
