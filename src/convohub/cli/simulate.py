@@ -448,6 +448,8 @@ class SimulationStats:
     """HTTP requests made to the hub (every attempt)."""
     retries: int = 0
     offers_missed: int = 0
+    verified: int = 0
+    """Sent messages found in the read model so far (while verifying)."""
     errors: Counter[str] = field(default_factory=Counter)
     error_details: Counter[str] = field(default_factory=Counter)
     """Failures by status, method and route (ids replaced by `{id}`)."""
@@ -469,6 +471,7 @@ class SimulationStats:
             f"conversations {self.conversations}/{self.planned}  messages {self.messages}  "
             f"replies {self.replies}  assigned {self.assigned}  resolved {self.resolved}  "
             f"surveys {self.surveys_answered}  in flight {self.in_flight}  errors {failed}"
+            + (f"  in read model {self.verified}/{self.messages}" if self.verified else "")
         )
 
 
@@ -1295,9 +1298,10 @@ class _Simulation:
     # -- after the run --
 
     async def verify(self, settle: float = 30.0) -> dict[str, Any]:
-        """Every sent message looked up in the read model; assignment latencies. A message
-        not found yet is looked for again for up to `settle` seconds: a hub that fell behind
-        applies its backlog to the read model after the traffic stopped."""
+        """Every sent message looked up in the read model; assignment latencies. Messages
+        not found yet are looked for again until `settle` seconds pass without one more
+        found: a hub that fell behind applies its backlog to the read model after the
+        traffic stopped, and a verdict of "lost" must not be one of "not yet"."""
         found: set[str] = set()
         latencies: dict[str, float] = {}
         finished: dict[str, bool] = {}
@@ -1347,13 +1351,18 @@ class _Simulation:
         await asyncio.gather(*(check(cid) for cid in sorted(known)))
         give_up = time.monotonic() + settle
         while set(self.sent) - found and time.monotonic() < give_up:
+            self.stats.verified = len(found)
             await asyncio.sleep(2.0)
+            before = len(found)
             missing = set(self.sent) - found
             again = {self.sent[pid] for pid in missing if self.sent[pid]}
             if any(not self.sent[pid] for pid in missing):
                 again |= await listed()
             known |= again
             await asyncio.gather(*(check(cid) for cid in sorted(again)))
+            if len(found) > before:  # still catching up: wait on
+                give_up = time.monotonic() + settle
+        self.stats.verified = len(found)
         return {
             "found": found,
             "latencies": list(latencies.values()),
