@@ -23,7 +23,7 @@ from convohub.contracts.events.agent import Presence, PresenceChangeReason
 from convohub.contracts.events.common import Channel
 from convohub.contracts.events.routing import OfferDeclineReason
 from convohub.router.adapters import repository as repo
-from convohub.router.adapters.roster import rosters_of
+from convohub.router.adapters.roster import STALE, rosters_of
 from convohub.router.adapters.tables import AGENT_CHANNELS, AGENTS, CONVERSATIONS, METADATA
 from convohub.router.domain import assignment
 from convohub.router.domain.config import RoutingConfig
@@ -224,10 +224,14 @@ class RoutingMachine(RuleBasedStateMachine):
             if roster is None:
                 continue
             async with store.engine.connect() as connection:
+                version = await repo.roster_version(connection, "acme")
                 versions = await repo.agent_versions(connection, "acme")
                 agents = {a.id: a for a in await repo.agent_states(connection, "acme")}
             for agent_id, copy in roster.index.agents.items():
-                if roster.versions.get(agent_id) == versions.get(agent_id):
+                mine = roster.versions.get(agent_id)
+                if mine == versions.get(agent_id) or (
+                    version is not None and roster.version == version and mine != STALE
+                ):
                     assert copy == agents[agent_id], (copy, agents[agent_id])
 
     @invariant()

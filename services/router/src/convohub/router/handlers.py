@@ -467,6 +467,7 @@ class Workflow:
         # written together, and `write` refuses (rolling the transaction back) if any would
         # take a load above its capacity or find a conversation no longer queued.
         await plan.write(connection)
+        roster.placed(connection, tenant_id)
         await self._publish_positions(
             tenant_id,
             [w for w in waiting if w.conversation_id not in placed],

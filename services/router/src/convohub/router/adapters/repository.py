@@ -12,10 +12,11 @@ while different tenants' rounds run in parallel.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -65,42 +66,117 @@ async def lock_tenants(connection: AsyncConnection, tenant_ids: Iterable[str]) -
 
 def _insert(connection: AsyncConnection, table: Any) -> Any:
     """The dialect's INSERT, which has `on_conflict_do_nothing` / `on_conflict_do_update`."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
+    return _dialect_insert(connection.dialect.name, table)
+
+
+def _dialect_insert(dialect_name: str, table: Any) -> Any:
+    return (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
+
+
+# The hot path's statements are built once, with bind parameters (`b_*` for keys, `v_*` for
+# values): building one costs more CPU than executing it.
+
+
+def _bound(table: Any, keys: Iterable[str]) -> dict[str, Any]:
+    """`values()` of `keys`, each bound to `v_<key>` with its column's type."""
+    return {key: bindparam(f"v_{key}", type_=table.c[key].type) for key in keys}
+
+
+def _values(values: dict[str, Any]) -> dict[str, Any]:
+    return {f"v_{key}": value for key, value in values.items()}
 
 
 # --- agent versions -------------------------------------------------------------------------
 
 
+ROSTER_ROW = ""
+"""The `agent_id` of the tenant's own row in `router_agent_versions`: a new version whenever
+any of its agents changes. (An agent named "" would share it: harmless, it is then read
+again more often.)"""
+_CHANGES = "convohub.router.agent_changes"
+
+
+@dataclass
+class AgentChanges:
+    """A transaction's changes to one tenant's agents."""
+
+    before: int | None
+    """The tenant's roster version when the transaction first changed an agent."""
+    written: list[int] = field(default_factory=list)
+    """The roster versions it wrote since, the last one current."""
+    agents: set[str] = field(default_factory=set)
+
+
+def transaction_changes(connection: AsyncConnection, tenant_id: str) -> AgentChanges | None:
+    """What the connection's current transaction changed of the tenant's agents, if anything."""
+    held = connection.info.get(_CHANGES)
+    if held is None or held[0] is not connection.sync_connection.get_transaction():
+        return None
+    changes: AgentChanges | None = held[1].get(tenant_id)
+    return changes
+
+
 async def changed_agents(
     connection: AsyncConnection, tenant_id: str, agent_ids: Iterable[str]
 ) -> None:
-    """Give the agents new random versions in the caller's transaction. Every function here
-    that changes an agent's row or channel rows calls it, so that an in-memory copy of an
-    agent (`roster.Rosters`) is known to be stale, whoever changed it, once committed."""
-    rows = [{"b_agent": agent_id, "b_version": secrets.randbits(62)} for agent_id in agent_ids]
-    if not rows:
+    """Give the agents, and the tenant's roster, new random versions in the caller's
+    transaction (never counters: a rolled-back change must not pass for a later one). Every
+    function here that changes an agent's row or channel rows calls it, so that an in-memory
+    copy (`roster.Rosters`) is known to be stale, whoever changed it, once committed."""
+    agent_ids = set(agent_ids)
+    if not agent_ids:
         return
-    statement = _insert(connection, AGENT_VERSIONS).values(
-        tenant_id=tenant_id, agent_id=bindparam("b_agent"), version=bindparam("b_version")
+    transaction = connection.sync_connection.get_transaction()
+    held = connection.info.get(_CHANGES)
+    if held is None or held[0] is not transaction:
+        held = connection.info[_CHANGES] = (transaction, {})
+    changes = held[1].get(tenant_id)
+    if changes is None:
+        changes = held[1][tenant_id] = AgentChanges(await roster_version(connection, tenant_id))
+    roster = secrets.randbits(62)
+    rows = [
+        {"b_tenant": tenant_id, "b_agent": agent_id, "b_version": secrets.randbits(62)}
+        for agent_id in (*agent_ids, ROSTER_ROW)
+    ]
+    rows[-1]["b_version"] = roster
+    await connection.execute(_set_versions(connection.dialect.name), rows)
+    changes.written.append(roster)
+    changes.agents |= agent_ids
+
+
+@functools.cache
+def _set_versions(dialect_name: str) -> Any:
+    statement = _dialect_insert(dialect_name, AGENT_VERSIONS).values(
+        tenant_id=bindparam("b_tenant"),
+        agent_id=bindparam("b_agent"),
+        version=bindparam("b_version"),
     )
-    await connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=[AGENT_VERSIONS.c.tenant_id, AGENT_VERSIONS.c.agent_id],
-            set_={"version": statement.excluded.version},
-        ),
-        rows,
+    return statement.on_conflict_do_update(
+        index_elements=[AGENT_VERSIONS.c.tenant_id, AGENT_VERSIONS.c.agent_id],
+        set_={"version": statement.excluded.version},
     )
+
+
+_ROSTER_VERSION = select(AGENT_VERSIONS.c.version).where(
+    AGENT_VERSIONS.c.tenant_id == bindparam("b_tenant"), AGENT_VERSIONS.c.agent_id == ROSTER_ROW
+)
+
+
+async def roster_version(connection: AsyncConnection, tenant_id: str) -> int | None:
+    """The tenant's roster version (None before any agent of it changed)."""
+    version: int | None = await connection.scalar(_ROSTER_VERSION, {"b_tenant": tenant_id})
+    return version
+
+
+_AGENT_VERSIONS = select(AGENT_VERSIONS.c.agent_id, AGENT_VERSIONS.c.version).where(
+    AGENT_VERSIONS.c.tenant_id == bindparam("b_tenant"), AGENT_VERSIONS.c.agent_id != ROSTER_ROW
+)
 
 
 async def agent_versions(connection: AsyncConnection, tenant_id: str) -> dict[str, int]:
     """The tenant's agents' current versions (agents never changed since the table was added
     have none)."""
-    rows = await connection.execute(
-        select(AGENT_VERSIONS.c.agent_id, AGENT_VERSIONS.c.version).where(
-            AGENT_VERSIONS.c.tenant_id == tenant_id
-        )
-    )
+    rows = await connection.execute(_AGENT_VERSIONS, {"b_tenant": tenant_id})
     return dict(rows.all())
 
 
@@ -273,40 +349,70 @@ async def agent_states(
     connection: AsyncConnection, tenant_id: str, *, only: Collection[str] | None = None
 ) -> list[AgentState]:
     """The tenant's agents (or `only` those) with their loads and capacities per channel."""
-    columns = [AGENTS.c[name] for name in AGENT_STATE_COLUMNS]
-    query = select(*columns).where(AGENTS.c.tenant_id == tenant_id)
-    channel_query = select(
-        AGENT_CHANNELS.c.agent_id,
-        AGENT_CHANNELS.c.channel,
-        AGENT_CHANNELS.c.load,
-        AGENT_CHANNELS.c.capacity,
-    ).where(
-        AGENT_CHANNELS.c.tenant_id == tenant_id,
-        (AGENT_CHANNELS.c.capacity > 0) | (AGENT_CHANNELS.c.load > 0),
+    return [state for state, _ in await versioned_agent_states(connection, tenant_id, only=only)]
+
+
+_VERSIONED_AGENTS = (
+    select(*(AGENTS.c[name] for name in AGENT_STATE_COLUMNS), AGENT_VERSIONS.c.version)
+    .select_from(
+        AGENTS.outerjoin(
+            AGENT_VERSIONS,
+            (AGENT_VERSIONS.c.tenant_id == AGENTS.c.tenant_id)
+            & (AGENT_VERSIONS.c.agent_id == AGENTS.c.agent_id),
+        )
     )
+    .where(AGENTS.c.tenant_id == bindparam("b_tenant"))
+)
+_AGENT_CHANNELS = select(
+    AGENT_CHANNELS.c.agent_id,
+    AGENT_CHANNELS.c.channel,
+    AGENT_CHANNELS.c.load,
+    AGENT_CHANNELS.c.capacity,
+).where(
+    AGENT_CHANNELS.c.tenant_id == bindparam("b_tenant"),
+    (AGENT_CHANNELS.c.capacity > 0) | (AGENT_CHANNELS.c.load > 0),
+)
+_ONLY_AGENTS = bindparam("b_agents", expanding=True)
+_STATE_QUERIES = {
+    False: (_VERSIONED_AGENTS, _AGENT_CHANNELS),
+    True: (
+        _VERSIONED_AGENTS.where(AGENTS.c.agent_id.in_(_ONLY_AGENTS)),
+        _AGENT_CHANNELS.where(AGENT_CHANNELS.c.agent_id.in_(_ONLY_AGENTS)),
+    ),
+}
+
+
+async def versioned_agent_states(
+    connection: AsyncConnection, tenant_id: str, *, only: Collection[str] | None = None
+) -> list[tuple[AgentState, int | None]]:
+    """`agent_states`, each with the agent's version (`changed_agents`)."""
+    query, channel_query = _STATE_QUERIES[only is not None]
+    parameters: dict[str, Any] = {"b_tenant": tenant_id}
     if only is not None:
-        query = query.where(AGENTS.c.agent_id.in_(sorted(only)))
-        channel_query = channel_query.where(AGENT_CHANNELS.c.agent_id.in_(sorted(only)))
-    agents = (await connection.execute(query)).all()
+        parameters["b_agents"] = sorted(only)
+    agents = (await connection.execute(query, parameters)).all()
     agents.sort(key=lambda row: row.agent_id)
     channels: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
-    for agent_id, channel, load, capacity in await connection.execute(channel_query):
+    for agent_id, channel, load, capacity in await connection.execute(channel_query, parameters):
         loads, caps = channels.setdefault(agent_id, ({}, {}))
         loads[channel], caps[channel] = load, capacity
     tiers = {tier.value: tier for tier in AgentTier}
     return [
-        AgentState(
-            id=agent_id,
-            tier=tiers[tier],
-            skills=skills,
-            online=presence == "online",
-            load=load,
-            capacity=capacity,
-            channel_load=channels.get(agent_id, ({}, {}))[0],
-            channel_capacity=channels.get(agent_id, ({}, {}))[1],
-            idle_since=_aware(idle_since),
+        (
+            AgentState(
+                id=agent_id,
+                tier=tiers[tier],
+                skills=skills,
+                online=presence == "online",
+                load=load,
+                capacity=capacity,
+                channel_load=channels.get(agent_id, ({}, {}))[0],
+                channel_capacity=channels.get(agent_id, ({}, {}))[1],
+                idle_since=_aware(idle_since),
+            ),
+            version,
         )
-        for agent_id, tier, skills, presence, load, capacity, idle_since in agents
+        for agent_id, tier, skills, presence, load, capacity, idle_since, version in agents
     ]
 
 
@@ -367,14 +473,35 @@ async def reserve(connection: AsyncConnection, tenant_id: str, agent_id: str, ch
     return True
 
 
+_RELEASE = (
+    update(AGENTS)
+    .where(
+        AGENTS.c.tenant_id == bindparam("b_tenant"),
+        AGENTS.c.agent_id == bindparam("b_agent"),
+        AGENTS.c.load > 0,
+    )
+    .values(
+        load=AGENTS.c.load - 1, idle_since=bindparam("v_idle_since", type_=AGENTS.c.idle_since.type)
+    )
+)
+_RELEASE_CHANNEL = (
+    update(AGENT_CHANNELS)
+    .where(
+        AGENT_CHANNELS.c.tenant_id == bindparam("b_tenant"),
+        AGENT_CHANNELS.c.agent_id == bindparam("b_agent"),
+        AGENT_CHANNELS.c.channel == bindparam("b_channel"),
+        AGENT_CHANNELS.c.load > 0,
+    )
+    .values(load=AGENT_CHANNELS.c.load - 1)
+)
+
+
 async def release(
     connection: AsyncConnection, tenant_id: str, agent_id: str, channel: str, now: datetime
 ) -> None:
     await _release_channel(connection, tenant_id, agent_id, channel)
     await connection.execute(
-        update(AGENTS)
-        .where(AGENTS.c.tenant_id == tenant_id, AGENTS.c.agent_id == agent_id, AGENTS.c.load > 0)
-        .values(load=AGENTS.c.load - 1, idle_since=now)
+        _RELEASE, {"b_tenant": tenant_id, "b_agent": agent_id, "v_idle_since": now}
     )
     await changed_agents(connection, tenant_id, [agent_id])
 
@@ -383,14 +510,7 @@ async def _release_channel(
     connection: AsyncConnection, tenant_id: str, agent_id: str, channel: str
 ) -> None:
     await connection.execute(
-        update(AGENT_CHANNELS)
-        .where(
-            AGENT_CHANNELS.c.tenant_id == tenant_id,
-            AGENT_CHANNELS.c.agent_id == agent_id,
-            AGENT_CHANNELS.c.channel == channel,
-            AGENT_CHANNELS.c.load > 0,
-        )
-        .values(load=AGENT_CHANNELS.c.load - 1)
+        _RELEASE_CHANNEL, {"b_tenant": tenant_id, "b_agent": agent_id, "b_channel": channel}
     )
 
 
@@ -447,114 +567,52 @@ class Placements:
 
     async def write(self, connection: AsyncConnection) -> None:
         """Write the round; PlacementConflict (nothing of it must commit) if a load would
-        exceed its capacity or a conversation was no longer queued."""
+        exceed its capacity or a conversation was no longer queued.
+
+        Where the driver counts the rows of an executemany (SQLite), each load is added only
+        if it fits and the counts are checked; otherwise (asyncpg) the loads are added and
+        then one query counts the loads above capacity."""
         if not self.channel_loads:
             return
         tenant = self.tenant_id
+        counted = connection.dialect.supports_sane_multi_rowcount
         totals: Counter[str] = Counter()
         for (agent_id, _), count in self.channel_loads.items():
             totals[agent_id] += count
-        await connection.execute(
-            update(AGENT_CHANNELS)
-            .where(
-                AGENT_CHANNELS.c.tenant_id == tenant,
-                AGENT_CHANNELS.c.agent_id == bindparam("b_agent"),
-                AGENT_CHANNELS.c.channel == bindparam("b_channel"),
-            )
-            .values(load=AGENT_CHANNELS.c.load + bindparam("b_count")),
-            [
-                {"b_agent": agent_id, "b_channel": channel, "b_count": count}
-                for (agent_id, channel), count in self.channel_loads.items()
-            ],
-        )
-        await connection.execute(
-            update(AGENTS)
-            .where(AGENTS.c.tenant_id == tenant, AGENTS.c.agent_id == bindparam("b_agent"))
-            .values(load=AGENTS.c.load + bindparam("b_count")),
-            [{"b_agent": agent_id, "b_count": count} for agent_id, count in totals.items()],
-        )
+        channel_rows = [
+            {"b_tenant": tenant, "b_agent": agent_id, "b_channel": channel, "b_count": count}
+            for (agent_id, channel), count in self.channel_loads.items()
+        ]
+        total_rows = [
+            {"b_tenant": tenant, "b_agent": agent_id, "b_count": count}
+            for agent_id, count in totals.items()
+        ]
+        added = await _rowcount(connection.execute(_ADD_LOADS[counted][0], channel_rows))
+        added += await _rowcount(connection.execute(_ADD_LOADS[counted][1], total_rows))
         await changed_agents(connection, tenant, sorted(totals))
-        agents = sorted(totals)
-        over = await connection.scalar(
-            select(func.count())
-            .select_from(AGENT_CHANNELS)
-            .where(
-                AGENT_CHANNELS.c.tenant_id == tenant,
-                AGENT_CHANNELS.c.agent_id.in_(agents),
-                AGENT_CHANNELS.c.load > AGENT_CHANNELS.c.capacity,
+        if counted:
+            over = len(channel_rows) + len(total_rows) - added
+        else:
+            over = await connection.scalar(
+                _OVER_CAPACITY, {"b_tenant": tenant, "b_agents": sorted(totals)}
             )
-        ) + await connection.scalar(
-            select(func.count())
-            .select_from(AGENTS)
-            .where(
-                AGENTS.c.tenant_id == tenant,
-                AGENTS.c.agent_id.in_(agents),
-                AGENTS.c.load > AGENTS.c.capacity,
-            )
-        )
         if over:
             raise PlacementConflict(f"{over} agent load(s) of tenant {tenant} above capacity")
-        queued = (CONVERSATIONS.c.conversation_id == bindparam("b_id")) & (
-            CONVERSATIONS.c.state == "queued"
-        )
+        moved = 0
         if self.assignments:
-            await connection.execute(
-                update(CONVERSATIONS)
-                .where(queued)
-                .values(
-                    state="assigned",
-                    agent_id=bindparam("b_agent"),
-                    attempts=bindparam("b_attempts"),
-                    explanation=bindparam("b_explanation", type_=CONVERSATIONS.c.explanation.type),
-                    last_position=None,
-                ),
-                self.assignments,
-            )
+            moved += await _rowcount(connection.execute(_ASSIGN, self.assignments))
         if self.offers:
-            await connection.execute(
-                update(CONVERSATIONS)
-                .where(queued)
-                .values(
-                    state="offered",
-                    agent_id=bindparam("b_agent"),
-                    attempts=bindparam("b_attempts"),
-                    explanation=bindparam("b_explanation", type_=CONVERSATIONS.c.explanation.type),
-                    offer_id=bindparam("b_offer"),
-                    offer_expires_at=bindparam(
-                        "b_expires", type_=CONVERSATIONS.c.offer_expires_at.type
-                    ),
-                    last_position=None,
-                ),
-                self.offers,
-            )
+            moved += await _rowcount(connection.execute(_OFFER, self.offers))
         ids = [row["b_id"] for row in (*self.assignments, *self.offers)]
-        moved = await connection.scalar(
-            select(func.count())
-            .select_from(CONVERSATIONS)
-            .where(
-                CONVERSATIONS.c.conversation_id.in_(ids),
-                CONVERSATIONS.c.state.in_(["assigned", "offered"]),
-            )
-        )
+        if not counted:
+            moved = await connection.scalar(_PLACED, {"b_ids": ids})
         if moved != len(ids):
             raise PlacementConflict(f"{len(ids) - moved} conversation(s) no longer queued")
         if self.customers:
-            statement = _insert(connection, CUSTOMERS).values(
-                tenant_id=tenant,
-                customer_key=bindparam("b_key"),
-                last_agent_id=bindparam("b_agent"),
-                last_assigned_at=bindparam("b_at", type_=CUSTOMERS.c.last_assigned_at.type),
-            )
             await connection.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[CUSTOMERS.c.tenant_id, CUSTOMERS.c.customer_key],
-                    set_={
-                        "last_agent_id": statement.excluded.last_agent_id,
-                        "last_assigned_at": statement.excluded.last_assigned_at,
-                    },
-                ),
+                _last_agents(connection.dialect.name),
                 [
-                    {"b_key": key, "b_agent": agent_id, "b_at": at}
+                    {"b_tenant": tenant, "b_key": key, "b_agent": agent_id, "b_at": at}
                     for key, (agent_id, at) in self.customers.items()
                 ],
             )
@@ -562,26 +620,136 @@ class Placements:
             await set_round_robin_last(connection, tenant, group, agent_id)
 
 
+def _add_loads(table: Any, *keys: str, only_if_room: bool) -> Any:
+    condition = [table.c.tenant_id == bindparam("b_tenant")]
+    condition += [table.c[key] == bindparam(f"b_{key.removesuffix('_id')}") for key in keys]
+    if only_if_room:
+        condition.append(table.c.load + bindparam("b_count") <= table.c.capacity)
+    return update(table).where(*condition).values(load=table.c.load + bindparam("b_count"))
+
+
+_ADD_LOADS = {
+    counted: (
+        _add_loads(AGENT_CHANNELS, "agent_id", "channel", only_if_room=counted),
+        _add_loads(AGENTS, "agent_id", only_if_room=counted),
+    )
+    for counted in (False, True)
+}
+"""Per channel and in total: with `True`, only where the load fits (the rows are counted)."""
+_OVER_CAPACITY = select(
+    select(func.count())
+    .select_from(AGENT_CHANNELS)
+    .where(
+        AGENT_CHANNELS.c.tenant_id == bindparam("b_tenant"),
+        AGENT_CHANNELS.c.agent_id.in_(bindparam("b_agents", expanding=True)),
+        AGENT_CHANNELS.c.load > AGENT_CHANNELS.c.capacity,
+    )
+    .scalar_subquery()
+    + select(func.count())
+    .select_from(AGENTS)
+    .where(
+        AGENTS.c.tenant_id == bindparam("b_tenant"),
+        AGENTS.c.agent_id.in_(bindparam("b_agents", expanding=True)),
+        AGENTS.c.load > AGENTS.c.capacity,
+    )
+    .scalar_subquery()
+)
+_STILL_QUEUED = (CONVERSATIONS.c.conversation_id == bindparam("b_id")) & (
+    CONVERSATIONS.c.state == "queued"
+)
+_PLACED_VALUES = {
+    "agent_id": bindparam("b_agent"),
+    "attempts": bindparam("b_attempts"),
+    "explanation": bindparam("b_explanation", type_=CONVERSATIONS.c.explanation.type),
+    "last_position": None,
+}
+_ASSIGN = update(CONVERSATIONS).where(_STILL_QUEUED).values(state="assigned", **_PLACED_VALUES)
+_OFFER = (
+    update(CONVERSATIONS)
+    .where(_STILL_QUEUED)
+    .values(
+        state="offered",
+        offer_id=bindparam("b_offer"),
+        offer_expires_at=bindparam("b_expires", type_=CONVERSATIONS.c.offer_expires_at.type),
+        **_PLACED_VALUES,
+    )
+)
+_PLACED = (
+    select(func.count())
+    .select_from(CONVERSATIONS)
+    .where(
+        CONVERSATIONS.c.conversation_id.in_(bindparam("b_ids", expanding=True)),
+        CONVERSATIONS.c.state.in_(["assigned", "offered"]),
+    )
+)
+
+
+@functools.cache
+def _last_agents(dialect_name: str) -> Any:
+    statement = _dialect_insert(dialect_name, CUSTOMERS).values(
+        tenant_id=bindparam("b_tenant"),
+        customer_key=bindparam("b_key"),
+        last_agent_id=bindparam("b_agent"),
+        last_assigned_at=bindparam("b_at", type_=CUSTOMERS.c.last_assigned_at.type),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[CUSTOMERS.c.tenant_id, CUSTOMERS.c.customer_key],
+        set_={
+            "last_agent_id": statement.excluded.last_agent_id,
+            "last_assigned_at": statement.excluded.last_assigned_at,
+        },
+    )
+
+
+async def _rowcount(execution: Awaitable[Any]) -> int:
+    """The rows an (executemany) statement changed; only meaningful where the dialect
+    `supports_sane_multi_rowcount`."""
+    return int((await execution).rowcount)
+
+
 # --- conversations --------------------------------------------------------------------------
+
+
+_CONVERSATION = select(CONVERSATIONS).where(CONVERSATIONS.c.conversation_id == bindparam("b_id"))
+_TENANT_CONVERSATION = _CONVERSATION.where(CONVERSATIONS.c.tenant_id == bindparam("b_tenant"))
 
 
 async def conversation(
     connection: AsyncConnection, conversation_id: str, tenant_id: str | None = None
 ) -> Any:
-    query = select(CONVERSATIONS).where(CONVERSATIONS.c.conversation_id == conversation_id)
-    if tenant_id is not None:
-        query = query.where(CONVERSATIONS.c.tenant_id == tenant_id)
-    return (await connection.execute(query)).first()
+    if tenant_id is None:
+        return (await connection.execute(_CONVERSATION, {"b_id": conversation_id})).first()
+    parameters = {"b_id": conversation_id, "b_tenant": tenant_id}
+    return (await connection.execute(_TENANT_CONVERSATION, parameters)).first()
+
+
+@functools.cache
+def _insert_conversation(dialect_name: str, keys: tuple[str, ...]) -> Any:
+    return (
+        _dialect_insert(dialect_name, CONVERSATIONS)
+        .values(_bound(CONVERSATIONS, keys))
+        .on_conflict_do_nothing(index_elements=[CONVERSATIONS.c.conversation_id])
+    )
 
 
 async def insert_conversation(connection: AsyncConnection, **values: Any) -> bool:
     """Insert the conversation unless its id is known; True if inserted (one statement)."""
-    result = await connection.execute(
-        _insert(connection, CONVERSATIONS)
-        .values(excluded=[], history=[], attempts=0, vip=False, **values)
-        .on_conflict_do_nothing(index_elements=[CONVERSATIONS.c.conversation_id])
-    )
+    values = {"excluded": [], "history": [], "attempts": 0, "vip": False, **values}
+    statement = _insert_conversation(connection.dialect.name, tuple(sorted(values)))
+    result = await connection.execute(statement, _values(values))
     return result.rowcount == 1
+
+
+@functools.cache
+def _claim(keys: tuple[str, ...]) -> Any:
+    return (
+        update(CONVERSATIONS)
+        .where(
+            CONVERSATIONS.c.conversation_id == bindparam("b_id"),
+            CONVERSATIONS.c.state.in_(bindparam("b_expected", expanding=True)),
+        )
+        .values(_bound(CONVERSATIONS, keys))
+    )
 
 
 async def claim(
@@ -589,12 +757,8 @@ async def claim(
 ) -> bool:
     """Update the conversation only if it is still in one of the `expected` states."""
     result = await connection.execute(
-        update(CONVERSATIONS)
-        .where(
-            CONVERSATIONS.c.conversation_id == conversation_id,
-            CONVERSATIONS.c.state.in_(list(expected)),
-        )
-        .values(**values)
+        _claim(tuple(sorted(values))),
+        {"b_id": conversation_id, "b_expected": list(expected), **_values(values)},
     )
     return result.rowcount == 1
 
@@ -616,14 +780,13 @@ QUEUE_COLUMNS = (
 """What a dispatch round reads of each queued conversation (not its explanation or history)."""
 
 
+_QUEUED = select(*(CONVERSATIONS.c[name] for name in QUEUE_COLUMNS)).where(
+    CONVERSATIONS.c.tenant_id == bindparam("b_tenant"), CONVERSATIONS.c.state == "queued"
+)
+
+
 async def queued(connection: AsyncConnection, tenant_id: str) -> list[Any]:
-    return (
-        await connection.execute(
-            select(*(CONVERSATIONS.c[name] for name in QUEUE_COLUMNS)).where(
-                CONVERSATIONS.c.tenant_id == tenant_id, CONVERSATIONS.c.state == "queued"
-            )
-        )
-    ).all()
+    return (await connection.execute(_QUEUED, {"b_tenant": tenant_id})).all()
 
 
 def waiting_of(row: Any) -> Waiting:
@@ -677,28 +840,36 @@ async def offer(connection: AsyncConnection, offer_id: str, tenant_id: str) -> A
 # --- customers ------------------------------------------------------------------------------
 
 
+_CUSTOMER = select(CUSTOMERS).where(
+    CUSTOMERS.c.tenant_id == bindparam("b_tenant"), CUSTOMERS.c.customer_key == bindparam("b_key")
+)
+
+
 async def customer(connection: AsyncConnection, tenant_id: str, key: str) -> Any:
-    return (
-        await connection.execute(
-            select(CUSTOMERS).where(
-                CUSTOMERS.c.tenant_id == tenant_id, CUSTOMERS.c.customer_key == key
-            )
-        )
-    ).first()
+    parameters = {"b_tenant": tenant_id, "b_key": key}
+    return (await connection.execute(_CUSTOMER, parameters)).first()
+
+
+@functools.cache
+def _remember_customer(dialect_name: str, keys: tuple[str, ...]) -> Any:
+    statement = _dialect_insert(dialect_name, CUSTOMERS).values(
+        _bound(CUSTOMERS, ("tenant_id", "customer_key", *keys))
+    )
+    index = [CUSTOMERS.c.tenant_id, CUSTOMERS.c.customer_key]
+    if not keys:
+        return statement.on_conflict_do_nothing(index_elements=index)
+    return statement.on_conflict_do_update(
+        index_elements=index, set_={key: statement.excluded[key] for key in keys}
+    )
 
 
 async def remember_customer(
     connection: AsyncConnection, tenant_id: str, key: str, **values: Any
 ) -> None:
     """Create the customer's row if missing, and set `values` on it (one statement)."""
-    statement = _insert(connection, CUSTOMERS).values(
-        tenant_id=tenant_id, customer_key=key, **values
-    )
-    keys = [CUSTOMERS.c.tenant_id, CUSTOMERS.c.customer_key]
+    statement = _remember_customer(connection.dialect.name, tuple(sorted(values)))
     await connection.execute(
-        statement.on_conflict_do_update(index_elements=keys, set_=values)
-        if values
-        else statement.on_conflict_do_nothing(index_elements=keys)
+        statement, _values({"tenant_id": tenant_id, "customer_key": key, **values})
     )
 
 

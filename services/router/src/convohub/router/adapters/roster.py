@@ -3,12 +3,15 @@ transactions, so that a round on a floor of a thousand agents does not read a th
 agents (and rebuild its index) for every batch.
 
 The copy is a hint that the database checks: every transaction that changes an agent gives
-it a new random version (`repository.changed_agents`); a round reads the tenant's versions
-under the tenant's router lock and reads again only the agents whose version differs from
-the copy's, or that the copy changed itself (its placements, which mark them stale first:
-a rolled-back round leaves them to be read again). So the round decides on the committed
-state, whatever another replica or process did; and capacity is still arbitrated by the
-round's conditional writes (`repository.Placements`), not by this copy.
+it, and the tenant's roster, new random versions (`repository.changed_agents`). A round,
+under the tenant's router lock, reads the roster version: if it is the copy's (or the copy's
+plus this transaction's own changes), only the agents this transaction changed and those the
+copy changed itself are read again; otherwise the agents' versions are compared and the
+agents whose version differs are. The copy marks what it changes itself (a round's
+placements) stale first, so a rolled-back round leaves them to be read again. So a round
+decides on the committed state, whatever another replica or process did; and capacity is
+still arbitrated by the round's conditional writes (`repository.Placements`), not by this
+copy.
 """
 
 from __future__ import annotations
@@ -32,15 +35,24 @@ rather than the changed agents by id."""
 
 @dataclass
 class TenantRoster:
-    """One tenant's agents (`index`, for the dispatch round) and the version of each."""
+    """One tenant's agents (`index`, for the dispatch round), the version of each, and the
+    roster version they were read at."""
 
     index: AgentIndex
     versions: dict[str, int | None]
+    version: int | None
 
     def update(self, agent: AgentState) -> None:
         """The round changed the agent (a placement): file it anew; read it again next time."""
         self.versions[agent.id] = STALE
         self.index.replace(agent)
+
+    def placed(self, connection: AsyncConnection, tenant_id: str) -> None:
+        """The round's placements (every change since `Rosters.current`, all through `update`)
+        are written: the copy is the roster at the version they wrote, but for them."""
+        changes = repo.transaction_changes(connection, tenant_id)
+        if changes is not None:
+            self.version = changes.written[-1]
 
 
 class Rosters:
@@ -52,34 +64,62 @@ class Rosters:
     async def current(
         self, connection: AsyncConnection, tenant_id: str, config: RoutingConfig
     ) -> TenantRoster:
-        """The tenant's roster as committed (plus this transaction's changes); call it with
+        """The tenant's roster as committed, with this transaction's changes; call it with
         the tenant's router lock held, and change agents only through `TenantRoster.update`
-        until the transaction ends."""
-        versions: dict[str, int | None] = dict(await repo.agent_versions(connection, tenant_id))
+        until `TenantRoster.placed`."""
+        changes = repo.transaction_changes(connection, tenant_id)
+        if changes is None:
+            version = await repo.roster_version(connection, tenant_id)
+            known, own = {version}, set()
+        else:
+            version = changes.written[-1]
+            known, own = {changes.before, *changes.written}, changes.agents
         roster = self._tenants.get(tenant_id)
         if roster is not None:
-            changed = [
-                agent_id
-                for agent_id in versions.keys() | roster.index.agents.keys()
-                if roster.versions.get(agent_id, STALE) != versions.get(agent_id)
-            ]
-            if len(changed) <= WHOLE_READ_ABOVE * len(roster.index.agents):
-                for agent_id in changed:  # until the versions below are the copy's
-                    roster.versions[agent_id] = STALE
-                fresh = await repo.agent_states(connection, tenant_id, only=changed)
-                if len(fresh) == len(changed):  # else an agent is gone: read everything
-                    if roster.index.config is not config:
-                        roster.index = AgentIndex(config, list(roster.index.agents.values()))
-                    for agent in fresh:
-                        roster.index.replace(agent)
-                    roster.versions = {a: versions.get(a) for a in roster.index.agents}
-                    return roster
-        agents = await repo.agent_states(connection, tenant_id)
+            if roster.version is not None and roster.version in known:
+                changed = own | {a for a, v in roster.versions.items() if v == STALE}
+            else:
+                versions = await repo.agent_versions(connection, tenant_id)
+                changed = {
+                    agent_id
+                    for agent_id in versions.keys() | roster.index.agents.keys()
+                    if roster.versions.get(agent_id, STALE) != versions.get(agent_id)
+                }
+            if await self._read_again(connection, tenant_id, config, roster, changed):
+                roster.version = version
+                return roster
+        read = await repo.versioned_agent_states(connection, tenant_id)
         roster = TenantRoster(
-            AgentIndex(config, agents), {agent.id: versions.get(agent.id) for agent in agents}
+            AgentIndex(config, [agent for agent, _ in read]),
+            {agent.id: agent_version for agent, agent_version in read},
+            version,
         )
         self._tenants[tenant_id] = roster
         return roster
+
+    @staticmethod
+    async def _read_again(
+        connection: AsyncConnection,
+        tenant_id: str,
+        config: RoutingConfig,
+        roster: TenantRoster,
+        changed: set[str],
+    ) -> bool:
+        """Read the `changed` agents into the copy; False if the whole floor is to be read
+        instead (too many changed, or one is gone)."""
+        if len(changed) > WHOLE_READ_ABOVE * len(roster.index.agents):
+            return False
+        for agent_id in changed:  # until read below
+            roster.versions[agent_id] = STALE
+        read = await repo.versioned_agent_states(connection, tenant_id, only=changed)
+        if len(read) != len(changed):
+            return False
+        if roster.index.config is not config:
+            roster.index = AgentIndex(config, list(roster.index.agents.values()))
+        for agent, agent_version in read:
+            roster.index.replace(agent)
+            roster.versions[agent.id] = agent_version
+        return True
 
 
 _ROSTERS: WeakKeyDictionary[Any, Rosters] = WeakKeyDictionary()
