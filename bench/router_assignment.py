@@ -1,9 +1,11 @@
 """Router assignment throughput and latency against raw SQL doing the same writes.
 
 Usage: uv run python bench/router_assignment.py [--agents 1000] [--conversations 10000]
-           [--batch 500] [--rate 5 10 20] [--seconds 10]
+           [--batch 500] [--rate 5 10 20] [--seconds 10] [--store sqlite|postgresql]
 
-On SQLite (a temporary file), with `--agents` agents online (web chat capacity 12 each):
+On SQLite (temporary files; the embedded mode's store) or PostgreSQL (two temporary
+databases on the server of `DATABASE_URL`, dropped afterwards: `eval "$(scripts/infra/infra
+env)"`), with `--agents` agents online (web chat capacity 12 each):
 
 1. Fill: `--conversations` conversations arrive in batches of `--batch`, each batch one unit
    of work as the router's projection applies it (create, classify, queue, choose an agent
@@ -18,20 +20,27 @@ On SQLite (a temporary file), with `--agents` agents online (web chat capacity 1
    takes everything that has arrived (at most `--batch`) as one batch, like the projection
    runner does. The latency of a conversation is from its arrival to the commit of the unit
    of work that assigned it (the queued -> assigned event gap a consumer would see, before
-   broker delivery). Prints p50/p99.
+   broker delivery). Prints p50/p99, and the full (generation 2) garbage collections that
+   ran during the phase with the longest: each one stops the process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import os
 import statistics
 import tempfile
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, make_url, text, update
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from convohub.contracts.events.agent import Presence, PresenceChangeReason
 from convohub.contracts.events.common import AgentTier, Channel
@@ -47,8 +56,8 @@ CAPACITY = 12
 """Web chat capacity of each agent: 1,000 agents hold 10,000 open conversations with room."""
 
 
-async def open_store(folder: Path, name: str) -> ProjectionStore:
-    store = ProjectionStore(create_engine(f"sqlite+aiosqlite:///{folder / name}"))
+async def open_store(url: str) -> ProjectionStore:
+    store = ProjectionStore(create_engine(url))
     await migrate_runtime(store.engine)
     async with store.engine.begin() as connection:
         await connection.run_sync(METADATA.create_all)
@@ -199,6 +208,60 @@ async def raw_run(store: ProjectionStore, agents: int, total: int, batch: int) -
     return time.perf_counter() - began
 
 
+async def admin(url: str, statement: str) -> None:
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def database_urls(store: str) -> AsyncIterator[tuple[str, str]]:
+    """URLs of two empty databases (the baseline's and the router's), removed afterwards."""
+    if store == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            yield tuple(f"sqlite+aiosqlite:///{Path(folder) / n}" for n in ("raw.db", "router.db"))
+        return
+    server = os.environ.get("DATABASE_URL")
+    if not server:
+        raise SystemExit('no DATABASE_URL: eval "$(scripts/infra/infra env)" first')
+    names = [f"bench_router_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("raw", "router")]
+    for name in names:
+        await admin(server, f'CREATE DATABASE "{name}"')
+    try:
+        yield tuple(
+            make_url(server).set(database=name).render_as_string(hide_password=False)
+            for name in names
+        )
+    finally:
+        for name in names:
+            await admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class FullCollections:
+    """The generation 2 garbage collections while `measuring`, with their durations."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self.measuring = False
+        self._began = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2 or not self.measuring:
+            return
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._began)
+
+    def take(self) -> list[float]:
+        pauses, self.pauses = self.pauses, []
+        return pauses
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -217,32 +280,37 @@ async def main() -> None:
         help="arrivals per second of each steady-state phase, run one after the other",
     )
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     configs = {
         "acme": RoutingConfig.model_validate(
             {"skill_groups": [{"id": "support"}], "default_skill_group": "support"}
         )
     }
-    with tempfile.TemporaryDirectory() as folder:
-        raw_store = await open_store(Path(folder), "raw.db")
+    collections = FullCollections()
+    async with database_urls(args.store) as (raw_url, router_url):
+        raw_store = await open_store(raw_url)
         await roster(raw_store, configs, args.agents)
         raw_seconds = await raw_run(raw_store, args.agents, args.conversations, args.batch)
         await raw_store.engine.dispose()
-        store = await open_store(Path(folder), "router.db")
+        store = await open_store(router_url)
         await roster(store, configs, args.agents)
         assigned, seconds = await fill(store, configs, args.conversations, args.batch)
         open_ids = list(range(args.conversations))
         next_id = args.conversations
         phases = []
         for rate in args.rate:
-            phases.append(
-                await steady(store, configs, next_id, open_ids, rate, args.seconds, args.batch)
+            collections.measuring = True
+            latencies, sizes = await steady(
+                store, configs, next_id, open_ids, rate, args.seconds, args.batch
             )
+            collections.measuring = False
+            phases.append((latencies, sizes, collections.take()))
             next_id += int(rate * args.seconds)
         await store.engine.dispose()
     raw_rate = args.conversations / raw_seconds
     rate = assigned / seconds
-    print(f"{args.agents:,} agents, {args.conversations:,} open conversations")
+    print(f"{args.agents:,} agents, {args.conversations:,} open conversations, {args.store}")
     print(f"fill, batches of {args.batch}:")
     print(f"  raw SQL baseline (insert + conditional update) {raw_rate:>10,.0f} /s")
     print(
@@ -250,7 +318,7 @@ async def main() -> None:
         f"   ratio {rate / raw_rate:.2f}"
     )
     print(f"  assigned {assigned:,} of {args.conversations:,}")
-    for rate, (latencies, sizes) in zip(args.rate, phases, strict=True):
+    for rate, (latencies, sizes, pauses) in zip(args.rate, phases, strict=True):
         print(
             f"steady state, {rate:g} arrivals/s and as many resolutions for {args.seconds:g} s"
             f" (batches of {statistics.fmean(sizes):.1f} on average, at most {max(sizes)}):"
@@ -262,6 +330,10 @@ async def main() -> None:
                 f" ms  p99 {percentile(latencies, 0.99) * 1000:,.0f} ms"
                 f"  max {max(latencies) * 1000:,.0f} ms"
             )
+        print(
+            f"  full garbage collections: {len(pauses)}"
+            + (f", longest {max(pauses) * 1000:,.0f} ms" if pauses else "")
+        )
 
 
 if __name__ == "__main__":
