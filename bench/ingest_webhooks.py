@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -161,17 +162,29 @@ async def at_fixed_rate(rate: float, total: int, one: object) -> list[float]:
     return latencies
 
 
-async def settled(cpu: Callable[[], float], idle_share: float = 0.06) -> float:
-    """`cpu()` once the processes it measures are idle again (their projections caught up
-    with the webhooks just sent): below `idle_share` of a core over half a second."""
-    last = cpu()
-    for _ in range(60):
-        await asyncio.sleep(0.5)
-        now = cpu()
-        if now - last < idle_share * 0.5:
-            return now
-        last = now
-    return last
+class Settled:
+    """Waits until processes are idle again (their projections caught up with the webhooks
+    just sent: below `idle_share` of a core over half a second) and knows what they spend
+    idle (their polls), so that the wait itself is not billed to the webhooks."""
+
+    def __init__(self, cpu: Callable[[], float], idle_share: float = 0.06) -> None:
+        self.cpu = cpu
+        self.idle_share = idle_share
+        self.idle_rate = 0.0  # CPU seconds a second when idle, from the last wait
+
+    async def wait(self) -> float:
+        """CPU seconds used for work since the start, once idle (idle polls while waiting
+        left out at the rate measured before)."""
+        started, idle_rate = time.perf_counter(), self.idle_rate
+        last = self.cpu()
+        for _ in range(60):
+            await asyncio.sleep(0.5)
+            now = self.cpu()
+            if now - last < self.idle_share * 0.5:
+                self.idle_rate = (now - last) / 0.5
+                return now - idle_rate * (time.perf_counter() - started)
+            last = now
+        return last
 
 
 async def raw_publish_rate(bus: object, count: int, concurrency: int) -> float:
@@ -223,7 +236,8 @@ async def in_process(arguments: argparse.Namespace, backend: KafkaPostgresBacken
         warm = uuid.uuid4().hex[:8]
         for n in range(50):  # connections, topic metadata, caches
             await client.post(PATH, **webhook(warm, n))  # type: ignore[arg-type]
-        await settled(time.process_time)
+        idle = Settled(time.process_time)
+        await idle.wait()
 
         run = uuid.uuid4().hex[:8]
         statuses: list[int] = []
@@ -234,7 +248,7 @@ async def in_process(arguments: argparse.Namespace, backend: KafkaPostgresBacken
 
         cpu_before = time.process_time()
         hook_seconds = await in_parallel(count, concurrency, post)
-        cpu_per_hook = (await settled(time.process_time) - cpu_before) / count * 1000
+        cpu_per_hook = (await idle.wait() - cpu_before) / count * 1000
         hook_rate = count / hook_seconds
         print_rate(hook_rate, raw_rate, len([s for s in statuses if s != 200]))
         print(
@@ -390,7 +404,7 @@ async def in_processes(arguments: argparse.Namespace, backend: KafkaPostgresBack
                 )
         for index, (port, child) in enumerate(zip(ports, children, strict=True)):
             await wait_until_ready(port, child, logs / f"ingest-{index}.log")
-        print(f"{processes} ingest processes ready (logs in {logs})")
+        print(f"{processes} ingest processes ready (logs in {logs} until the run ends)")
 
         def connections(how_many: int) -> list[Connection]:
             return [Connection(ports[n % processes]) for n in range(how_many)]
@@ -404,7 +418,8 @@ async def in_processes(arguments: argparse.Namespace, backend: KafkaPostgresBack
             )
         )
         child_pids = [child.pid for child in children]
-        await settled(lambda: cpu_seconds(child_pids))
+        idle = Settled(lambda: cpu_seconds(child_pids))
+        await idle.wait()
 
         run = uuid.uuid4().hex[:8]
         requests = [request_bytes(run, n) for n in range(count)]
@@ -430,18 +445,14 @@ async def in_processes(arguments: argparse.Namespace, backend: KafkaPostgresBack
             cpu_seconds([pid]) - start
             for pid, start in zip(child_pids, before_children, strict=True)
         ]
-        await settled(lambda: cpu_seconds(child_pids))  # their projections caught up
+        ingest_cpu = await idle.wait() - sum(before_children)  # projections caught up
         spent = {  # PostgreSQL forks a process per new connection: those count whole
             name: sum(cpu_seconds([pid]) - before.get(pid, 0.0) for pid in pids)
             for name, pids in server_pids().items()
         }
-        per_child = [
-            cpu_seconds([pid]) - start
-            for pid, start in zip(child_pids, before_children, strict=True)
-        ]
         hook_rate = count / seconds
         print_rate(hook_rate, raw_rate, len([s for s in statuses if s != 200]))
-        ingest_ms = sum(per_child) / count * 1000
+        ingest_ms = ingest_cpu / count * 1000
         print(
             f"  CPU a webhook: ingest {ingest_ms:.2f} ms over {processes} processes "
             f"({', '.join(f'{cpu / seconds * 100:.0f}%' for cpu in during)} of a core "
@@ -462,6 +473,7 @@ async def in_processes(arguments: argparse.Namespace, backend: KafkaPostgresBack
         print_latency(rate, latencies)
         for connection in [*pool, *warm_connections]:
             connection.close()
+        shutil.rmtree(logs)  # kept only when something went wrong
     finally:
         for child in children:
             if child.returncode is None:
