@@ -124,7 +124,9 @@ class ProjectionStore:
             return (await connection.execute(query)).rowcount
 
     def on_commit(self, callback: Callable[[], None]) -> None:
-        """Call `callback` after every committed unit of work (e.g. to wake the relay).
+        """Call `callback` after every committed unit of work that wrote outbox rows (to
+        wake the relay: a commit with nothing to publish, as most projection batches are,
+        would send it for a lock and an empty read).
 
         It runs in the committing task and must not block; its errors are logged, not
         raised (the transaction is committed by then). Registering a callback twice has no
@@ -340,4 +342,5 @@ class UnitOfWork:
             )
         await self._transaction.commit()
         self._committed = True
-        self.store._run_commit_callbacks()
+        if self._outbox:
+            self.store._run_commit_callbacks()
