@@ -92,7 +92,7 @@ async def test_adapter_routes_are_in_openapi_and_serve_only_their_channels(
 ) -> None:
     hub_config = config(
         "      - {id: fax-main, type: social, provider: fax, secrets: {fax_secret: s}}\n"
-        "      - {id: dm-main, type: social, provider: messenger}\n"
+        "      - {id: dm-main, type: social, provider: messenger, secrets: {app_secret: s}}\n"
         "      - {id: sloppy-main, type: social, provider: sloppy}\n"
     )
     registry = AdapterRegistry(
