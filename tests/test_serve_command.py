@@ -67,6 +67,7 @@ def test_one_service_serves_its_own_api_and_stops_on_sigterm(tmp_path: Path) -> 
     # then re-raises the signal so the exit status says how the process was stopped.
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
+    assert "GET /readyz HTTP/1.1" in output  # one service logs each request it answers
 
 
 def test_migrate_creates_every_services_tables(tmp_path: Path) -> None:

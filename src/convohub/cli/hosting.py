@@ -68,8 +68,10 @@ def serve(
     *,
     banner: str,
     extra_routers: Sequence[APIRouter] = (),
+    access_log: bool = True,
 ) -> None:
-    """Serve `host` on the settings' HTTP address until Ctrl-C (or SIGTERM)."""
+    """Serve `host` on the settings' HTTP address until Ctrl-C (or SIGTERM); `access_log`
+    is the default when the settings do not say."""
     configure_logging(settings)
     telemetry = setup_telemetry(settings)
     typer.echo(banner)
@@ -80,6 +82,7 @@ def serve(
             host=settings.http_host,
             port=settings.http_port,
             log_config=None,  # uvicorn's logs go through our JSON pipeline
+            access_log=access_log if settings.access_log is None else settings.access_log,
             timeout_graceful_shutdown=5,
         )
     )

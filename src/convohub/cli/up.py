@@ -61,7 +61,11 @@ def up(
         f"{len(hub_config.tenants)} tenant(s) configured); Ctrl-C stops"
     )
     serve(
-        settings, service_host, banner=banner, extra_routers=[catalogue_router(), console_router()]
+        settings,
+        service_host,
+        banner=banner,
+        extra_routers=[catalogue_router(), console_router()],
+        access_log=False,
     )
 
 

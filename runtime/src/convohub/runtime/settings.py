@@ -119,6 +119,12 @@ class RuntimeSettings(BaseSettings):
     )
     http_host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds.")
     http_port: int = Field(default=8000, ge=0, le=65535, description="Port of the HTTP server.")
+    access_log: bool | None = Field(
+        default=None,
+        description="Log a line per HTTP request. Unset: on for `convohub serve`, off for "
+        "`convohub up` (its console and simulator would fill the terminal; the request "
+        "histogram on /metrics counts them either way).",
+    )
 
     _environment: Mapping[str, str] = PrivateAttr(default_factory=dict)
 
