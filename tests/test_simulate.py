@@ -109,7 +109,7 @@ def test_the_same_seed_makes_the_same_plan_and_another_seed_another() -> None:
     assert all(a.at <= b.at for a, b in itertools.pairwise(conversations))
     acme = config.tenant("acme")
     kinds = Counter(acme.channel(c.first.channel_id).type.value for c in conversations)
-    assert set(kinds) == {"web_chat", "whatsapp", "email", "sms", "api"}
+    assert set(kinds) == {"web_chat", "whatsapp", "email", "sms", "api", "social"}
     rules = {c.rule_id for c in conversations}
     assert {"complaint", "logistics", "pricing", "order-number", None} <= rules
     languages = {c.customer.language for c in conversations}

@@ -68,7 +68,14 @@ DAILY_CURVE: tuple[float, ...] = (
 )  # fmt: skip
 
 # Which kinds of channel customers use, and how often (only the tenant's channels count).
-CHANNEL_MIX = {"web_chat": 0.30, "whatsapp": 0.25, "email": 0.15, "sms": 0.15, "api": 0.15}
+CHANNEL_MIX = {
+    "web_chat": 0.30,
+    "whatsapp": 0.25,
+    "email": 0.15,
+    "sms": 0.15,
+    "api": 0.15,
+    "social": 0.05,
+}
 PHONE_CHANNELS = {"whatsapp", "sms"}
 EMAIL_CHANNELS = {"email"}
 _EMAIL_SECRETS = {"mailgun_signing_key", "inbound_signing_secret"}
@@ -221,6 +228,11 @@ class _Channels:
                     )
                 )
                 or (kind == "api" and _api_key_for(tenant, channel.id) is not None)
+                or (
+                    kind == "social"
+                    and channel.provider == "messenger"
+                    and "app_secret" in channel.secrets
+                )
             )
             if usable and kind in CHANNEL_MIX:
                 found.setdefault(kind, []).append(channel)
@@ -380,7 +392,8 @@ def plan_traffic(
         follow_ups = []
         for turn in range(follow_count):
             channel_id = channel.id
-            others = [k for k in usable if k != kind]
+            # A Messenger PSID names nobody on other channels: a switch would be a new customer.
+            others = [k for k in usable if k != kind and "social" not in (k, kind)]
             if others and rng.random() < SWITCH_SHARE:
                 channel_id = rng.choice(channels.by_kind[rng.choice(others)]).id
             follow_ups.append(
@@ -647,6 +660,8 @@ class _Edge:
             return await self._whatsapp(channel, customer, message, provider_id)
         if kind == "email":
             return await self._email(channel, customer, message, provider_id)
+        if kind == "social":
+            return await self._messenger(channel, customer, message, provider_id)
         raise ValueError(f"cannot simulate channel kind {kind!r}")
 
     async def _api(
@@ -781,6 +796,42 @@ class _Edge:
             headers={"Content-Type": "application/json", "X-Hub-Signature-256": f"sha256={digest}"},
         )
         return _Sent(None, wamid) if response else None
+
+    async def _messenger(
+        self, channel: ChannelConfig, customer: PlannedCustomer, message: PlannedMessage, pid: str
+    ) -> _Sent | None:
+        # A page-scoped id of digits, the same for the customer all run (drawn from the seed).
+        identity = customer.phone or customer.email or customer.key
+        psid = str(int(hashlib.sha256(identity.encode()).hexdigest()[:13], 16))
+        page_id = str(channel.settings.get("page_id", "0"))
+        mid = "m_" + base64.urlsafe_b64encode(pid.encode()).decode().rstrip("=")
+        now = int(time.time() * 1000)
+        document = {
+            "object": "page",
+            "entry": [
+                {
+                    "id": page_id,
+                    "time": now,
+                    "messaging": [
+                        {
+                            "sender": {"id": psid},
+                            "recipient": {"id": page_id},
+                            "timestamp": now,
+                            "message": {"mid": mid, "text": message.text},
+                        }
+                    ],
+                }
+            ],
+        }
+        body = json.dumps(document, ensure_ascii=False).encode()
+        digest = hmac.new(channel.secret("app_secret").encode(), body, hashlib.sha256).hexdigest()
+        response = await self.send_request(
+            "POST",
+            f"/v1/webhooks/messenger/{channel.id}",
+            content=body,
+            headers={"Content-Type": "application/json", "X-Hub-Signature-256": f"sha256={digest}"},
+        )
+        return _Sent(None, mid) if response else None
 
     async def _email(
         self, channel: ChannelConfig, customer: PlannedCustomer, message: PlannedMessage, pid: str
