@@ -213,12 +213,17 @@ class InboundPipeline:
         self._claimer: Coalescer[_Contact] = Coalescer(self._claim_and_decide, max_items=100)
         self._publisher: Coalescer[list[KafkaRecord]] = Coalescer(self._publish_records)
         self._finisher: Coalescer[Finish] = Coalescer(self._finish_claims)
+        # Each coalescer flushes one batch at a time: each keeps its own connection.
+        self._claim_connection = repository.KeptConnection(lambda: self._context().store)
+        self._finish_connection = repository.KeptConnection(lambda: self._context().store)
 
     async def drained(self) -> None:
         """Wait for the claims, publishes and done marks in flight (before the store closes)."""
         await self._claimer.drained()
         await self._publisher.drained()
         await self._finisher.drained()
+        await self._claim_connection.close()
+        await self._finish_connection.close()
 
     # --- the claim protocol -----------------------------------------------------------
 
@@ -317,7 +322,7 @@ class InboundPipeline:
         for contact in contacts:
             first.setdefault(contact.key, contact)
         decided: list[tuple[_Contact, tuple[list[Envelope[Any]], dict[str, Any]]]] = []
-        async with context.store.begin() as connection:
+        async with self._claim_connection.begin() as connection:
             claims = [(contact.key, contact.owner) for contact in first.values()]
             won = await repository.try_claims(connection, claims, now)
             batch = [contact for contact in first.values() if contact.key in won]
@@ -357,7 +362,7 @@ class InboundPipeline:
 
     async def _finish_claims(self, finished: list[Finish]) -> None:
         try:
-            async with self._context().store.begin() as connection:
+            async with self._finish_connection.begin() as connection:
                 await repository.finish_claims(connection, finished)
         except Exception:
             log.exception("marking published claims done failed", claims=len(finished))
