@@ -27,6 +27,7 @@ from convohub.ingest.sdk import (
     InboundStatus,
     OutboundMessage,
     PayloadError,
+    RequestRejected,
     SignatureInvalid,
     SignatureMissing,
     StatusKind,
@@ -344,7 +345,7 @@ tenants:
         type: social
         provider: messenger
         settings: {{page_id: "{PAGE_ID}"}}
-        secrets: {{app_secret: {APP_SECRET}}}
+        secrets: {{app_secret: {APP_SECRET}, verify_token: meta-verify-1}}
 """,
         {},
     )
@@ -367,6 +368,14 @@ tenants:
         running_hub(backend, [create_service(config)], config) as hub,
     ):
         path = "/v1/webhooks/messenger/dm-main"
+        # Meta's subscription check, as its dashboard sends it, before any message.
+        check = {"hub.mode": "subscribe", "hub.challenge": "1158201444"}
+        token = {"hub.verify_token": "meta-verify-1"}
+        subscribed = await hub.client.get(path, params={**check, **token})
+        assert (subscribed.status_code, subscribed.text) == (200, "1158201444")
+        refused = await hub.client.get(path, params={**check, "hub.verify_token": "guess"})
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "verification_failed"
         answers = [await hub.client.post(path, content=body, headers=headers) for _ in range(2)]
         assert [answer.status_code for answer in answers] == [200, 200], answers[0].text
         assert answers[0].json() == {"status": "accepted", "items": 1}
@@ -384,3 +393,22 @@ tenants:
     assert message.data.customer.address == PSID
     started = [e for e in events if e.type == "convohub.conversation.started.v1"]
     assert len(started) == 1
+
+
+def test_the_handshake_echoes_the_challenge_only_for_the_channel_s_verify_token() -> None:
+    adapter = MessengerAdapter()
+    channel = replace(CHANNEL, secrets={**CHANNEL.secrets, "verify_token": "vt-1"})
+
+    def check(**query: str) -> WebhookRequest:
+        return WebhookRequest("GET", "https://hub.test/", {}, b"", tuple(query.items()))
+
+    good = {"hub.mode": "subscribe", "hub.verify_token": "vt-1", "hub.challenge": "42"}
+    reply = adapter.handshake(check(**good), channel)
+    assert (reply.status_code, reply.body, reply.media_type) == (200, b"42", "text/plain")
+    for wrong in ({"hub.verify_token": "vt-2"}, {"hub.mode": "unsubscribe"}):
+        with pytest.raises(RequestRejected) as refused:
+            adapter.handshake(check(**{**good, **wrong}), channel)
+        assert refused.value.status == 403
+    with pytest.raises(RequestRejected) as unconfigured:  # no verify_token secret
+        adapter.handshake(check(**good), CHANNEL)
+    assert unconfigured.value.code == "channel_not_configured"

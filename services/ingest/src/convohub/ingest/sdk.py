@@ -149,6 +149,10 @@ class WebhookRequest:
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
 
+    def param(self, name: str) -> str | None:
+        """The first query parameter of that name, if any."""
+        return next((value for key, value in self.query if key == name), None)
+
     @property
     def content_type(self) -> str:
         """The media type without parameters, lower case ('' when absent)."""
@@ -295,6 +299,13 @@ class ChannelAdapter:
 
     def parse(self, request: WebhookRequest, channel: AdapterChannel) -> Sequence[Inbound]:
         """The verified request's items (an empty list acknowledges a no-op ping)."""
+        raise NotImplementedError
+
+    def handshake(self, request: WebhookRequest, channel: AdapterChannel) -> WebhookReply:
+        """Answer the provider's GET that proves the webhook URL is the integrator's (Meta's
+        `hub.challenge`, for example), or raise `RequestRejected`. Override it only if the
+        provider does one: ingest serves `GET /v1/webhooks/{name}/{channel_id}` for an
+        adapter whose class overrides this method, and no GET otherwise."""
         raise NotImplementedError
 
     def reply(self, receipts: Sequence[Receipt]) -> WebhookReply:

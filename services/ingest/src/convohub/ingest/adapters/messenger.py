@@ -20,6 +20,7 @@ served: the channel adapter SDK has no GET hook yet (see docs/channels.md).
 
 from __future__ import annotations
 
+import hmac
 import mimetypes
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -44,9 +45,11 @@ from convohub.ingest.sdk import (
     MessageContent,
     OutboundMessage,
     PayloadError,
+    RequestRejected,
     SignatureInvalid,
     SignatureMissing,
     StatusKind,
+    WebhookReply,
     WebhookRequest,
     external_key,
 )
@@ -80,6 +83,21 @@ class MessengerAdapter(ChannelAdapter):
             raise SignatureMissing(f"the {SIGNATURE_HEADER} header is required")
         if not meta_signature_valid(channel.secret("app_secret"), request.body, presented):
             raise SignatureInvalid(f"{SIGNATURE_HEADER} does not match")
+
+    def handshake(self, request: WebhookRequest, channel: AdapterChannel) -> WebhookReply:
+        """Meta's subscription check: echo `hub.challenge` when `hub.mode` is `subscribe`
+        and `hub.verify_token` is the channel's `verify_token` secret."""
+        expected = channel.secret("verify_token")
+        token, challenge = request.param("hub.verify_token"), request.param("hub.challenge")
+        if request.param("hub.mode") != "subscribe" or not hmac.compare_digest(
+            (token or "").encode(), expected.encode()
+        ):
+            raise RequestRejected(
+                "hub.mode or hub.verify_token is wrong", status=403, code="verification_failed"
+            )
+        if not challenge or len(challenge) > 1024:
+            raise RequestRejected("hub.challenge must be 1 to 1024 characters")
+        return WebhookReply(200, challenge.encode(), "text/plain")
 
     def parse(self, request: WebhookRequest, channel: AdapterChannel) -> Sequence[Inbound]:
         document = request.json()

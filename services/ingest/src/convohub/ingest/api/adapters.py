@@ -4,7 +4,8 @@
 The adapter verifies and parses; ingest finds the channel (404 unless it is configured with
 a kind and provider the adapter serves), limits body size and rate, runs each parsed item
 through the inbound pipeline (dedupe, placement, events, broker ack) and only then answers
-with the adapter's reply.
+with the adapter's reply. An adapter that overrides `handshake` also gets `GET` on the same
+path, for the provider's subscription check.
 """
 
 from __future__ import annotations
@@ -66,7 +67,45 @@ def adapter_routes(edge: ChannelEdge) -> APIRouter:
                 adapter.success_status: {"description": "Accepted: every item is on the log"}
             },
         )
+        if type(adapter).handshake is not ChannelAdapter.handshake:
+            router.add_api_route(
+                f"/{name}/{{channel_id}}",
+                _handshake_endpoint(edge, adapter),
+                methods=["GET"],
+                name=f"adapter_handshake_{name}",
+                summary=f"{name} webhook verification (the provider's subscription handshake)",
+                response_class=Response,
+                responses={200: {"description": "The provider's challenge, answered"}},
+            )
     return router
+
+
+def _handshake_endpoint(
+    edge: ChannelEdge, adapter: ChannelAdapter
+) -> Callable[[str, Request], Coroutine[Any, Any, Response]]:
+    async def handshake(channel_id: str, request: Request) -> Response:
+        channel = _channel(edge, adapter, channel_id)
+        edge.limit(channel, "webhook")
+        webhook = WebhookRequest(
+            method=request.method,
+            url=signed_urls(request, channel.settings)[0],
+            headers={name.lower(): value for name, value in request.headers.items()},
+            body=b"",
+            query=tuple(request.query_params.multi_items()),
+        )
+        try:
+            reply = adapter.handshake(webhook, channel.for_adapter(edge.context().clock.now()))
+        except RequestRejected as error:
+            raise rejected_problem(error) from None
+        except Exception:
+            log.exception("channel adapter failed to answer a handshake", adapter=adapter.name)
+            raise Problem(
+                403, ADAPTER_FAILED, "the handshake could not be answered", adapter=adapter.name
+            ) from None
+        return Response(reply.body, status_code=reply.status_code, media_type=reply.media_type)
+
+    handshake.__name__ = f"adapter_handshake_{adapter.name.replace('-', '_')}"
+    return handshake
 
 
 def _endpoint(
