@@ -104,7 +104,8 @@ class AgentChanges:
     """The tenant's roster version when the transaction first changed an agent."""
     written: list[int] = field(default_factory=list)
     """The roster versions it wrote since, the last one current."""
-    agents: set[str] = field(default_factory=set)
+    agents: dict[str, int] = field(default_factory=dict)
+    """The agents it changed, with the version it last gave each."""
 
 
 def transaction_changes(connection: AsyncConnection, tenant_id: str) -> AgentChanges | None:
@@ -141,7 +142,7 @@ async def changed_agents(
     rows[-1]["b_version"] = roster
     await connection.execute(_set_versions(connection.dialect.name), rows)
     changes.written.append(roster)
-    changes.agents |= agent_ids
+    changes.agents.update((row["b_agent"], row["b_version"]) for row in rows[:-1])
 
 
 @functools.cache

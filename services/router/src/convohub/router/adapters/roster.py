@@ -8,7 +8,8 @@ under the tenant's router lock, reads the roster version: if it is the copy's (o
 plus this transaction's own changes), only the agents this transaction changed and those the
 copy changed itself are read again; otherwise the agents' versions are compared and the
 agents whose version differs are. The copy marks what it changes itself (a round's
-placements) stale first, so a rolled-back round leaves them to be read again. So a round
+placements) stale until they are written, and then takes the versions they were written
+with: a rolled-back round leaves them to be read again. So a round
 decides on the committed state, whatever another replica or process did; and capacity is
 still arbitrated by the round's conditional writes (`repository.Placements`), not by this
 copy.
@@ -16,7 +17,8 @@ copy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -41,18 +43,30 @@ class TenantRoster:
     index: AgentIndex
     versions: dict[str, int | None]
     version: int | None
+    _idle_before: dict[str, datetime] = field(default_factory=dict)
+    """The round's placed agents' `idle_since` before it (the round files them as idle since
+    now, so that it spreads its own placements; the database keeps the time of release)."""
 
     def update(self, agent: AgentState) -> None:
-        """The round changed the agent (a placement): file it anew; read it again next time."""
+        """The round placed a conversation with the agent: file it anew (stale until
+        `placed`)."""
+        self._idle_before.setdefault(agent.id, self.index.agents[agent.id].idle_since)
         self.versions[agent.id] = STALE
         self.index.replace(agent)
 
     def placed(self, connection: AsyncConnection, tenant_id: str) -> None:
         """The round's placements (every change since `Rosters.current`, all through `update`)
-        are written: the copy is the roster at the version they wrote, but for them."""
+        are written: the copy is the roster as this transaction leaves it, at the versions it
+        wrote (if it rolls back, they are not the database's, and the copy is read again)."""
+        placed, self._idle_before = self._idle_before, {}
         changes = repo.transaction_changes(connection, tenant_id)
-        if changes is not None:
-            self.version = changes.written[-1]
+        if changes is None:
+            return
+        self.version = changes.written[-1]
+        for agent_id, idle_since in placed.items():
+            if agent_id in changes.agents:
+                self.index.replace(replace(self.index.agents[agent_id], idle_since=idle_since))
+                self.versions[agent_id] = changes.agents[agent_id]
 
 
 class Rosters:
@@ -73,9 +87,10 @@ class Rosters:
             known, own = {version}, set()
         else:
             version = changes.written[-1]
-            known, own = {changes.before, *changes.written}, changes.agents
+            known, own = {changes.before, *changes.written}, set(changes.agents)
         roster = self._tenants.get(tenant_id)
         if roster is not None:
+            roster._idle_before = {}
             if roster.version is not None and roster.version in known:
                 changed = own | {a for a, v in roster.versions.items() if v == STALE}
             else:
