@@ -7,6 +7,7 @@ Every scenario runs on SQLite (a file under tmp_path) and on the real PostgreSQL
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -417,6 +418,40 @@ async def test_sqlite_writers_of_one_process_take_turns_in_the_order_they_asked(
     await holder.__aexit__(None, None, None)
     await asyncio.gather(*waiters)
     assert order == list(range(6))
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+async def test_a_writer_waits_for_another_process_lock_without_blocking_the_event_loop(
+    store: ProjectionStore, store_url: str
+) -> None:
+    """SQLite statements run on the event loop's thread, but a `BEGIN IMMEDIATE` that finds
+    another process's write lock waits on the connection's own thread: the loop keeps
+    serving other work meanwhile, and the write goes through once the lock is free."""
+    other = sqlite3.connect(store_url.split("///", 1)[1], isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process (a CLI command, say) is writing
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def write() -> None:
+        async with store.unit_of_work() as uow:
+            await uow.connection.execute(DEMO_COUNTS.insert().values(name="late", count=1))
+            await uow.commit()
+
+    ticking = asyncio.create_task(ticker())
+    writing = asyncio.create_task(write())
+    await asyncio.sleep(0.5)
+    assert not writing.done()  # waiting for the lock...
+    assert ticks >= 20  # ...while the loop ran the ticker (a blocked loop ticks 0 times)
+    other.execute("COMMIT")
+    await asyncio.wait_for(writing, timeout=10)
+    ticking.cancel()
+    other.close()
+    assert await demo_counts(store.engine) == {"late": 1}
 
 
 async def test_readers_neither_wait_for_nor_block_a_writer(store: ProjectionStore) -> None:
