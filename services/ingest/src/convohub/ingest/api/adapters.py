@@ -11,7 +11,7 @@ path, for the provider's subscription check.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, Request
@@ -41,6 +41,8 @@ from convohub.runtime.http import Problem
 __all__ = ["ADAPTER_FAILED", "BUILT_IN_ROUTES", "adapter_routes"]
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 ADAPTER_FAILED = "adapter_failed"
 """Problem code when an adapter raised something other than the SDK's errors (a bug the
@@ -86,22 +88,11 @@ def _handshake_endpoint(
     async def handshake(channel_id: str, request: Request) -> Response:
         channel = _channel(edge, adapter, channel_id)
         edge.limit(channel, "webhook")
-        webhook = WebhookRequest(
-            method=request.method,
-            url=signed_urls(request, channel.settings)[0],
-            headers={name.lower(): value for name, value in request.headers.items()},
-            body=b"",
-            query=tuple(request.query_params.multi_items()),
+        webhook = _webhook_request(request, channel, b"")
+        view = channel.for_adapter(edge.context().clock.now())
+        reply = _guarded(
+            adapter, "answer a handshake", 403, lambda: adapter.handshake(webhook, view)
         )
-        try:
-            reply = adapter.handshake(webhook, channel.for_adapter(edge.context().clock.now()))
-        except RequestRejected as error:
-            raise rejected_problem(error) from None
-        except Exception:
-            log.exception("channel adapter failed to answer a handshake", adapter=adapter.name)
-            raise Problem(
-                403, ADAPTER_FAILED, "the handshake could not be answered", adapter=adapter.name
-            ) from None
         return Response(reply.body, status_code=reply.status_code, media_type=reply.media_type)
 
     handshake.__name__ = f"adapter_handshake_{adapter.name.replace('-', '_')}"
@@ -115,36 +106,13 @@ def _endpoint(
         channel = _channel(edge, adapter, channel_id)
         edge.limit(channel, "webhook")
         body = await read_body(request, channel.settings.max_body_bytes)
-        webhook = WebhookRequest(
-            method=request.method,
-            url=signed_urls(request, channel.settings)[0],
-            headers={name.lower(): value for name, value in request.headers.items()},
-            body=body,
-            query=tuple(request.query_params.multi_items()),
-        )
+        webhook = _webhook_request(request, channel, body)
         view = channel.for_adapter(edge.context().clock.now())
-        try:
-            adapter.verify(webhook, view)
-        except RequestRejected as error:
-            raise rejected_problem(error) from None
-        except Exception:
-            # An adapter that crashes on what a caller sent must not answer 500 (nor let
-            # the request through): the request is refused as unverifiable, the bug logged.
-            log.exception("channel adapter failed to verify", adapter=adapter.name)
-            raise Problem(
-                403, ADAPTER_FAILED, "the request could not be verified", adapter=adapter.name
-            ) from None
-        try:
-            items = list(adapter.parse(webhook, view))
-        except RequestRejected as error:
-            raise rejected_problem(error) from None
-        except PayloadError as error:
-            raise payload_problem(error) from None
-        except Exception:
-            log.exception("channel adapter failed to parse", adapter=adapter.name)
-            raise Problem(
-                422, ADAPTER_FAILED, "the request's payload could not be read", adapter=adapter.name
-            ) from None
+        # An adapter that crashes on what a caller sent must not answer 500 (nor let the
+        # request through): the request is refused as unverifiable or unreadable, the bug
+        # logged.
+        _guarded(adapter, "verify", 403, lambda: adapter.verify(webhook, view))
+        items = _guarded(adapter, "parse", 422, lambda: list(adapter.parse(webhook, view)))
         receipts = []
         for item in items:
             accepted = await edge.run(_accept(edge, channel, adapter, item))
@@ -154,6 +122,37 @@ def _endpoint(
 
     receive.__name__ = f"adapter_webhook_{adapter.name.replace('-', '_')}"
     return receive
+
+
+def _webhook_request(request: Request, channel: EdgeChannel, body: bytes) -> WebhookRequest:
+    return WebhookRequest(
+        method=request.method,
+        url=signed_urls(request, channel.settings)[0],
+        headers={name.lower(): value for name, value in request.headers.items()},
+        body=body,
+        query=tuple(request.query_params.multi_items()),
+    )
+
+
+_FAILED_STEP = {
+    "verify": "the request could not be verified",
+    "parse": "the request's payload could not be read",
+    "answer a handshake": "the handshake could not be answered",
+}
+
+
+def _guarded(adapter: ChannelAdapter, step: str, status: int, call: Callable[[], T]) -> T:
+    """`call()` (one of the adapter's steps); the SDK's errors become their problems, any
+    other exception a logged `adapter_failed` problem with `status`."""
+    try:
+        return call()
+    except RequestRejected as error:
+        raise rejected_problem(error) from None
+    except PayloadError as error:
+        raise payload_problem(error) from None
+    except Exception:
+        log.exception(f"channel adapter failed to {step}", adapter=adapter.name)
+        raise Problem(status, ADAPTER_FAILED, _FAILED_STEP[step], adapter=adapter.name) from None
 
 
 def _channel(edge: ChannelEdge, adapter: ChannelAdapter, channel_id: str) -> EdgeChannel:
