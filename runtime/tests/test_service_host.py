@@ -5,6 +5,7 @@ and its background loop records that it ran. Runs on the embedded log and on Kaf
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,11 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
 
 from convohub.contracts.topics import CONVERSATION
+from convohub.runtime.app import create_service_app
 from convohub.runtime.config import ConfigError, parse_config, tenant_sections
 from convohub.runtime.http import Admin, AnyRole, Problem
 from convohub.runtime.projection import ConsumedEvent, Projection
-from convohub.runtime.service import Service
+from convohub.runtime.service import Service, ServiceHost
 from convohub.runtime.store import UnitOfWork
 from tests.scenarios.projections import message
 from tests.support.hub import BACKENDS, backend_for, eventually, running_hub
@@ -131,6 +133,26 @@ async def test_a_service_projects_serves_and_runs_its_loops(backend: Any) -> Non
         ready = await hub.client.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["counter.database"] == "ok"
+
+
+@pytest.mark.parametrize("freeze_heap", [True, False])
+async def test_a_server_app_freezes_what_start_up_made(
+    freeze_heap: bool, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`convohub up` and `serve` keep start-up's long-lived objects out of the garbage
+    collector's full passes; an app made for a test leaves the collector alone."""
+    async with backend_for("embedded", request, tmp_path) as backend:
+        host = ServiceHost(
+            [CounterService()], config=CONFIG, bus=await backend.bus(), open_store=backend.store
+        )
+        app = create_service_app(host, manage_bus=False, freeze_heap=freeze_heap)
+        gc.unfreeze()
+        try:
+            async with app.router.lifespan_context(app):
+                frozen = gc.get_freeze_count()
+        finally:
+            gc.unfreeze()
+    assert (frozen > 0) is freeze_heap
 
 
 async def test_errors_are_problem_documents(tmp_path: Path, request: pytest.FixtureRequest) -> None:

@@ -75,7 +75,7 @@ def serve(
     configure_logging(settings)
     telemetry = setup_telemetry(settings)
     typer.echo(banner)
-    app = create_service_app(host, extra_routers=extra_routers)
+    app = create_service_app(host, extra_routers=extra_routers, freeze_heap=True)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
