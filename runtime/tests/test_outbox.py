@@ -318,6 +318,25 @@ async def test_run_publishes_on_commit_and_stops_when_cancelled(store: Projectio
         assert await advisory_locks_held(store.engine) == 0
 
 
+async def test_a_relay_asked_to_stop_mid_publish_finishes_its_round_and_doubles_nothing(
+    store: ProjectionStore,
+) -> None:
+    """How a host stops its relays: the round in flight commits its marks, so the drain
+    after it has nothing to publish again (a cancel there would double the batch)."""
+    bus = RecordingBus()
+    bus.gate = asyncio.Event()
+    relay = OutboxRelay(store, bus, poll_interval=3600)
+    await commit_events(store, "e1", "e2")
+    running = asyncio.create_task(relay.run())
+    await asyncio.wait_for(bus.entered.wait(), WAIT_SECONDS)  # the log has not answered yet
+
+    relay.stop_after_round()
+    bus.gate.set()
+    await asyncio.wait_for(running, WAIT_SECONDS)  # returns, not cancelled
+    assert await relay.publish_pending() == 0
+    assert bus.published_ids == ["e1", "e2"]
+
+
 async def test_run_polls_for_rows_committed_elsewhere_and_retries_failures(
     store: ProjectionStore,
 ) -> None:

@@ -62,6 +62,8 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 ENTRY_POINT_GROUP = "convohub.services"
+RELAY_STOP_GRACE_SECONDS = 10.0
+"""How long a stopping host waits for an outbox relay to finish its round."""
 
 
 class Clock(Protocol):
@@ -281,7 +283,13 @@ class ServiceHost:
         self._runners.clear()
         for service in self.services:
             await service.on_stop()
-        await _cancel(relays)
+        # A relay finishes its round rather than being cancelled inside it (see
+        # `OutboxRelay.stop_after_round`); one stuck past the grace period is cancelled.
+        for relay in self._relays:
+            relay.stop_after_round()
+        if relays:
+            _, stuck = await asyncio.wait(relays, timeout=RELAY_STOP_GRACE_SECONDS)
+            await _cancel(list(stuck))
         for relay in self._relays:  # what the last batches emitted still goes out
             try:
                 await relay.publish_pending()

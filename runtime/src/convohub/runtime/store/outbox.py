@@ -66,6 +66,14 @@ class OutboxRelay:
         self.on_published = on_published
         """Called with each batch the log acknowledged (the published-events counter)."""
         self._wakeup = asyncio.Event()
+        self._stopping = False
+
+    def stop_after_round(self) -> None:
+        """Ask `run` to return once its current round is over. Cancelling it instead could
+        land between the log's acknowledgement and the commit of the marks, and the next
+        drain would publish those rows a second time."""
+        self._stopping = True
+        self._wakeup.set()
 
     def wake(self) -> None:
         """Ask `run` to look for new rows now (call from the event loop's thread)."""
@@ -88,7 +96,8 @@ class OutboxRelay:
                 return total
 
     async def run(self) -> None:
-        """Publish until cancelled: after every commit (wake-up) or poll interval.
+        """Publish until `stop_after_round` (or cancelled): after every commit (wake-up)
+        or poll interval.
 
         A failing round is logged and retried with capped exponential backoff.
         """
@@ -102,7 +111,7 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             self._wakeup.clear()
             try:
                 await self.publish_pending()
@@ -110,11 +119,17 @@ class OutboxRelay:
                 failures += 1
                 delay = min(0.1 * 2 ** (failures - 1), _MAX_BACKOFF_SECONDS)
                 log.exception("outbox publish failed", attempt=failures, retry_in=delay)
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 continue
             failures = 0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval)
+            await self._pause(self.poll_interval)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep up to `seconds`, less when woken (a commit, or a stop request)."""
+        if self._stopping:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout=seconds)
 
     async def pending_count(self) -> int:
         """How many committed rows wait to be published (a queue-length metric)."""
