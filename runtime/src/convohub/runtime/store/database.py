@@ -72,12 +72,13 @@ def read_only(engine: AsyncEngine) -> AsyncEngine:
 
 
 def _sqlite_engine(url: URL) -> AsyncEngine:
-    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
-        engine = create_async_engine(url, async_creator=_loop_thread_connector(url.database))
+    path = url.database if url.database not in (None, "", ":memory:") else None
+    if path is not None and not path.startswith("file:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if path is None or path.startswith("file:") or url.query:
+        engine = create_async_engine(url)  # memory, URI or driver options: aiosqlite as is
     else:
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, async_creator=_loop_thread_connector(path))
     event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
     event.listen(engine.sync_engine, "begin", _begin_immediate)
     return engine
