@@ -197,7 +197,9 @@ async def measure(
 
     print(
         f"inbound->assigned      p50 {seconds(summary.latency_p50)}, "
-        f"p99 {seconds(summary.latency_p99)}"
+        f"p99 {seconds(summary.latency_p99)} over the {summary.latency_samples} conversations "
+        f"assigned of {summary.conversations_in_read_model} (the others never were: under "
+        "a backlog the figures leave out the longest waits)"
     )
     print(
         f"HTTP requests          {request_rate:,.0f}/s over {wall:.0f} s = "
