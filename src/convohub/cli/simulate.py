@@ -787,15 +787,21 @@ class _Edge:
                 }
             ],
         }
+        response = await self._meta_signed(channel, f"/v1/webhooks/whatsapp/{channel.id}", document)
+        return _Sent(None, wamid) if response else None
+
+    async def _meta_signed(
+        self, channel: ChannelConfig, path: str, document: dict[str, Any]
+    ) -> httpx.Response | None:
+        """POST a Meta webhook (WhatsApp Cloud, Messenger) signed with the app secret."""
         body = json.dumps(document, ensure_ascii=False).encode()
         digest = hmac.new(channel.secret("app_secret").encode(), body, hashlib.sha256).hexdigest()
-        response = await self.send_request(
+        return await self.send_request(
             "POST",
-            f"/v1/webhooks/whatsapp/{channel.id}",
+            path,
             content=body,
             headers={"Content-Type": "application/json", "X-Hub-Signature-256": f"sha256={digest}"},
         )
-        return _Sent(None, wamid) if response else None
 
     async def _messenger(
         self, channel: ChannelConfig, customer: PlannedCustomer, message: PlannedMessage, pid: str
@@ -823,14 +829,8 @@ class _Edge:
                 }
             ],
         }
-        body = json.dumps(document, ensure_ascii=False).encode()
-        digest = hmac.new(channel.secret("app_secret").encode(), body, hashlib.sha256).hexdigest()
-        response = await self.send_request(
-            "POST",
-            f"/v1/webhooks/messenger/{channel.id}",
-            content=body,
-            headers={"Content-Type": "application/json", "X-Hub-Signature-256": f"sha256={digest}"},
-        )
+        path = f"/v1/webhooks/messenger/{channel.id}"
+        response = await self._meta_signed(channel, path, document)
         return _Sent(None, mid) if response else None
 
     async def _email(
