@@ -1,11 +1,14 @@
 """The consumer runner's own promises, on the embedded log and SQLite (fast, no servers):
 infrastructure errors are retried forever and never dead-lettered, a consumed event's
-trace continues into the events it causes, and batches are measured."""
+trace continues into the events it causes, batches are measured, and a process's groups
+decode each record once."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,9 @@ from convohub.contracts import (
 )
 from convohub.contracts.catalogue import example_event, payload_class, payload_examples
 from convohub.contracts.topics import CONVERSATION
+from convohub.runtime import consumer
 from convohub.runtime.bus.embedded import EmbeddedBus
+from convohub.runtime.bus.port import LogRecord
 from convohub.runtime.consumer import ProjectionRunner, RetryPolicy, is_infrastructure_error
 from convohub.runtime.metrics import RuntimeMetrics
 from convohub.runtime.projection import ConsumedEvent, Projection
@@ -61,6 +66,18 @@ class Scripted(Projection):
                 caused_by(consumed.event, payload, source="/convohub/test"),
                 traceparent=consumed.traceparent,
             )
+
+
+class Recording(Projection):
+    topics = (CONVERSATION.name,)
+    metadata = MetaData()
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.events: list[Any] = []
+
+    async def apply(self, events: Sequence[ConsumedEvent], uow: Any) -> None:
+        self.events += [consumed.event for consumed in events]
 
 
 @pytest.fixture
@@ -254,3 +271,40 @@ async def test_a_dead_letter_stays_in_the_trace_of_the_event_that_failed(parts) 
     assert span.status.status_code is StatusCode.ERROR, "the failed attempt's span says so"
     assert format(span.context.trace_id, "032x") == producer.split("-")[1]
     telemetry.shutdown()
+
+
+async def test_the_groups_of_a_process_decode_a_record_once(
+    parts: tuple[EmbeddedBus, ProjectionStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record is decoded once for all of a process's groups (events are frozen); one that
+    differs in any header is decoded on its own."""
+    bus, store = parts
+    decoded: list[bytes] = []
+    real_decode = consumer.from_kafka_record
+
+    def counting_decode(value: bytes, headers: Any = ()) -> Any:
+        decoded.append(value)
+        return real_decode(value, headers)
+
+    monkeypatch.setattr(consumer, "from_kafka_record", counting_decode)
+    # A fresh event id: the memo is the process's, and an earlier test may have decoded
+    # the catalogue's example already.
+    event = example_event(RECEIVED).model_copy(update={"id": f"evt-{uuid.uuid4()}"})
+    (read,) = await records_of(bus, event)
+    projections = [Recording("group-a"), Recording("group-b"), Recording("group-c")]
+    for projection in projections:
+        await ProjectionRunner(bus, store, projection).handle_batch([read])
+    assert len(decoded) == 1
+    first = projections[0].events[0]
+    assert all(projection.events == [first] for projection in projections)
+    assert all(projection.events[0] is first for projection in projections)
+
+    # Other headers (a different trace) on the same value: decoded again, not shared.
+    other: LogRecord = dataclasses.replace(
+        read, offset=read.offset + 1, headers=(*read.headers, ("x-test", b"1"))
+    )
+    late = Recording("group-d")
+    await ProjectionRunner(bus, store, late).handle_batch([other])
+    assert len(decoded) == 2
+    assert late.events == [first]
+    assert late.events[0] is not first
