@@ -39,8 +39,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import insert, make_url, text, update
-from sqlalchemy.ext.asyncio import create_async_engine
+from sla_timers import admin
+from sqlalchemy import insert, make_url, update
 
 from convohub.contracts.events.agent import Presence, PresenceChangeReason
 from convohub.contracts.events.common import AgentTier, Channel
@@ -206,15 +206,6 @@ async def raw_run(store: ProjectionStore, agents: int, total: int, batch: int) -
                     .values(load=AGENTS.c.load + 1)
                 )
     return time.perf_counter() - began
-
-
-async def admin(url: str, statement: str) -> None:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 @asynccontextmanager
