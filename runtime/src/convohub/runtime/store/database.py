@@ -140,10 +140,7 @@ _LOCKING = ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
 
 
 def _busy(error: sqlite3.OperationalError) -> bool:
-    code = getattr(error, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return "locked" in str(error) or "busy" in str(error)
+    return error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _loop_thread_connector(path: str) -> Callable[[], _LoopThreadConnection]:
